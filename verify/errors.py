@@ -1,0 +1,25 @@
+"""Error types shared by the whole package.
+
+`InputError` is bad user input (a missing or corrupt file, an unsupported operator, a malformed spec):
+the CLI turns it into one line on stderr and exit code 2. Anything else escaping is an internal error
+(exit code 1).
+"""
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad input from the user: the message names the file / line / node and what is wrong."""
+
+
+class UnsupportedOpError(InputError):
+    """An operator the importer or the bound engine cannot handle."""
+
+    def __init__(self, op: str, node: str, where: str = "", detail: str = ""):
+        self.op = op
+        self.node = node
+        msg = f"unsupported operator {op!r} (node {node!r})"
+        if where:
+            msg = f"{where}: {msg}"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
