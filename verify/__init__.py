@@ -22,7 +22,7 @@ _LAZY = {
     "bounds": ("verify.api", "compute_bounds"),
     "lipschitz": ("verify.lipsdp", "lipschitz"),
     "Graph": ("verify.graph.ir", "Graph"),
-    "Spec": ("verify.spec.vnnlib", "Spec"),
+    "Spec": ("verify.spec.spec", "Spec"),
 }
 
 
