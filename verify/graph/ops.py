@@ -339,3 +339,13 @@ def _resize(a, at):
     """Nearest-neighbour upsampling by integer scale factors on the spatial axes."""
     x = a[0]
     return F.interpolate(x, size=tuple(at["size"]), mode="nearest")
+
+
+# ------------------------------------------------------------------------------------------ groupsort
+@op("groupsort")
+def _groupsort(a, at):
+    """GroupSort (MaxMin for group_size 2): sort consecutive groups of `group_size` entries of axis 1
+    descending (see verify.nn.group_sort)."""
+    from verify.nn import group_sort
+
+    return group_sort(a[0], at.get("group_size", 2))
