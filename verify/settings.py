@@ -1,0 +1,87 @@
+"""Run settings for `verify check` / `verify bench` and the library calls behind them.
+
+One small dataclass, passed explicitly to whoever needs it (attack, bound engine, branch and bound); there
+is no global configuration object. Every CLI option of `check` maps to one field here, and
+`Settings.replace(**overrides)` gives a modified copy (unknown names raise, so a typo is not silently
+ignored).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+METHODS = ("ibp", "crown", "alpha-crown")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Settings:
+    """Knobs for one verification run. Defaults suit a CPU with a few cores."""
+
+    # bound method used by the bound engine / branch and bound
+    method: str = "alpha-crown"
+    # skip branch and bound: falsification (and nothing else) decides, else `unknown`
+    no_bab: bool = False
+    # wall-clock limit for one instance, seconds (model load, spec parse, attack, bounds, search)
+    timeout: float = 60.0
+    # seed of every random choice (attack restarts, sampling); same seed -> same answer
+    seed: int = 0
+    # share of the timeout given to falsification before bounds/branch and bound start
+    attack_share: float = 0.1
+    # ... but at least this many seconds when the timeout allows (never more than half the timeout)
+    attack_min_s: float = 2.0
+    # PGD restarts per disjunct per round, and steps per round
+    attack_restarts: int = 64
+    attack_steps: int = 50
+    # torch threads (None: honour OMP_NUM_THREADS, else one thread; see verify.cli.configure_threads)
+    threads: int | None = None
+    # floating type of the hot path (attack gradients, bounds); counterexamples are always re-checked in float64
+    dtype: str = "float32"
+    # log progress / details to stderr
+    verbose: bool = False
+    progress: bool = False
+    # branch and bound budget: maximum number of domains alive, and domains bounded per batch
+    max_domains: int = 200_000
+    batch_size: int = 1024
+    # optimisation iterations for alpha (and beta) parameters, and their learning rate
+    alpha_iters: int = 20
+    beta_iters: int = 20
+    lr: float = 0.1
+    # branching: "auto" picks input splitting for low-dimensional inputs, else ReLU splitting
+    split: str = "auto"
+    branching: str = "babsr"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, not {self.timeout!r}")
+        if not 0.0 <= self.attack_share <= 1.0:
+            raise ValueError(f"attack_share must lie in [0, 1], not {self.attack_share!r}")
+
+    def replace(self, **overrides) -> "Settings":
+        """A copy with some fields changed; unknown field names raise TypeError."""
+        names = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(overrides) - names)
+        if bad:
+            raise TypeError(f"unknown setting(s): {', '.join(bad)}")
+        return dataclasses.replace(self, **overrides)
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def attack_budget(self, timeout: float | None = None) -> float:
+        """Seconds of falsification for an instance with this timeout.
+
+        `attack_share * timeout`, raised to `attack_min_s` when that is small, but never more than half
+        the timeout unless the share itself asks for more (share 1.0 = falsify for the whole timeout)."""
+        t = self.timeout if timeout is None else float(timeout)
+        share = self.attack_share * t
+        if share >= self.attack_min_s:
+            return share
+        return max(share, min(self.attack_min_s, 0.5 * t))
