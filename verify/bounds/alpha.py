@@ -1,0 +1,130 @@
+"""α-CROWN: optimise the relaxation parameters of the nonlinearities by gradient ascent on the bound.
+
+Every unary rule with `has_alpha` exposes a parameter (ReLU lower slopes, S-shaped tangent points) whose
+every value in its valid set gives a sound relaxation; so every iterate gives a valid bound and we keep the
+element-wise best. The final objective gets one parameter per objective row (B, S, *shape); with
+`optimize_intermediate`, every intermediate bound computation gets its own (shared across its rows) and
+the whole CROWN sweep is differentiated.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from verify.bounds.crown import BoundEngine, Splits
+
+
+@dataclass
+class AlphaOptions:
+    iterations: int = 20
+    lr: float = 0.1
+    lr_decay: float = 0.98
+    optimize_intermediate: bool = False
+    time_budget: float | None = None  # seconds
+    early_stop_patience: int = 5
+    stop_when_positive: bool = True   # stop once every row's bound is > 0 (nothing more to prove)
+
+
+def init_alphas(engine: BoundEngine, bounds: dict, B: int, S: int, optimize_intermediate: bool,
+                warm: dict | None = None) -> dict:
+    """Starting parameters: CROWN's default choices (or `warm` ones, e.g. from a parent domain)."""
+    alphas: dict[str, dict[str, torch.Tensor]] = {"__output__": {}}
+    for n in engine.unary_nodes:
+        rule = engine.rules[n.name]
+        if not rule.has_alpha:
+            continue
+        l, u = bounds[n.inputs[0]]
+        a0 = rule.alpha_init(l.detach(), u.detach(), n.attrs)
+        if warm is not None and n.name in warm.get("__output__", {}):
+            a0 = warm["__output__"][n.name]
+            if a0.shape[-l.dim() - 0:] != a0.shape[-l.dim():]:
+                a0 = rule.alpha_init(l.detach(), u.detach(), n.attrs)
+        # per-row copy for the final objective: insert the S axis after the batch axis
+        if a0.dim() == l.dim():
+            a_out = a0.unsqueeze(1).expand(B, S, *l.shape[1:]).clone()
+        elif a0.dim() == l.dim() + 1 and a0.shape[0] != B:  # stacked params (P, B, ...)
+            a_out = a0.unsqueeze(2).expand(a0.shape[0], B, S, *l.shape[1:]).clone()
+        else:
+            a_out = a0.clone()
+        alphas["__output__"][n.name] = a_out.requires_grad_()
+    if optimize_intermediate:
+        for v in engine.relaxed_inputs:
+            if v == engine.graph.output:
+                continue
+            alphas[v] = {}
+            for n in engine.unary_nodes:
+                if engine.index[n.name] >= engine.index.get(v, -1) or not engine.rules[n.name].has_alpha:
+                    continue
+                l, u = bounds[n.inputs[0]]
+                alphas[v][n.name] = engine.rules[n.name].alpha_init(l.detach(), u.detach(), n.attrs).clone().requires_grad_()
+    return alphas
+
+
+def _project(engine: BoundEngine, alphas: dict, bounds: dict) -> None:
+    with torch.no_grad():
+        for group in alphas.values():
+            for name, a in group.items():
+                node = engine.nodes[engine.index[name]]
+                l, u = bounds[node.inputs[0]]
+                a.copy_(engine.rules[name].alpha_project(a, l, u, node.attrs))
+
+
+def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor,
+                opts: AlphaOptions | None = None, splits: Splits | None = None, betas: dict | None = None,
+                warm_alphas: dict | None = None, return_state: bool = False):
+    """Optimised lower bounds of C·y (B, S) over the boxes. Never worse than CROWN's.
+
+    `betas` (β-CROWN) are optimised jointly when given: {value: (beta tensor with requires_grad, sign)}.
+    With `return_state`, also returns (best bounds dict of CROWN intermediate values, alphas).
+    """
+    opts = opts or AlphaOptions()
+    t0 = time.perf_counter()
+    B = lower.shape[0]
+    C = C if C.dim() == 3 else C.unsqueeze(0).expand(B, -1, -1)
+    S = C.shape[1]
+    with torch.no_grad():
+        lb0, bounds = engine.compute(lower, upper, C, splits=splits, return_bounds=True)
+    best = lb0.clone()
+    alphas = init_alphas(engine, bounds, B, S, opts.optimize_intermediate, warm_alphas)
+    params = [a for g in alphas.values() for a in g.values()]
+    if betas:
+        params += [b for b, _ in betas.values()]
+    if not params or opts.iterations <= 0 or (opts.stop_when_positive and bool((best > 0).all())):
+        return (best, bounds, alphas) if return_state else best
+    optim = torch.optim.Adam(params, lr=opts.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(optim, opts.lr_decay)
+    out_shape = engine.graph.shape_of(engine.graph.output)
+    A0 = C.reshape(B, S, *out_shape).to(lower.dtype)
+    stall = 0
+    for it in range(opts.iterations):
+        if opts.optimize_intermediate:
+            lb, cur_bounds = engine.compute(lower, upper, C, alphas=alphas, betas=betas, splits=splits,
+                                            return_bounds=True)
+        else:
+            cur_bounds = bounds
+            lb = engine.backward(engine.graph.output, A0, bounds, lower, upper, alphas["__output__"], betas)
+        improved = lb.detach() > best + 1e-8
+        if improved.any():
+            best = torch.maximum(best, lb.detach())
+            stall = 0
+        else:
+            stall += 1
+        if opts.stop_when_positive and bool((best > 0).all()):
+            break
+        if stall >= opts.early_stop_patience:
+            break
+        if opts.time_budget is not None and time.perf_counter() - t0 > opts.time_budget:
+            break
+        loss = -lb.sum()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        _project(engine, alphas, cur_bounds if not opts.optimize_intermediate else bounds)
+        if betas:
+            with torch.no_grad():
+                for b, _ in betas.values():
+                    b.clamp_(min=0)
+    return (best, bounds, alphas) if return_state else best

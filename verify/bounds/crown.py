@@ -1,0 +1,257 @@
+"""CROWN: backward linear bound propagation over the graph IR, batched over sub-domains.
+
+`BoundEngine(graph)` prepares a graph once; `engine.compute(lower, upper, C=...)` returns lower bounds of
+every row of C·y over each box (stack [C; -C] for upper bounds). The sweep goes through the nodes in
+topological order; every value that feeds a nonlinearity gets its bounds from IBP, tightened by a CROWN
+backward pass from that value (only for the neurons whose relaxation depends on them, e.g. unstable
+ReLUs). The last step is a backward pass from the output with the objective rows C.
+
+Backward pass: a linear form A·v + bias is carried from a value v to the inputs of the node producing v.
+Affine nodes map A exactly (A·W for linear layers, a vector-Jacobian product for every other affine op);
+an element-wise nonlinearity uses its relaxation lines: A⁺ takes the lower line and A⁻ the upper one.
+At the graph input the linear form is minimised over the box in closed form.
+
+Optimisable parameters (α-CROWN) and β multipliers (β-CROWN) plug in through `alphas` / `betas`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from verify.bounds.interval import node_ibp, rule_for
+from verify.bounds.ops.linear import is_affine
+from verify.errors import UnsupportedOpError
+from verify.graph import ops as gops
+from verify.graph.ir import Graph, Node
+
+# ops whose output is exactly linear in the inputs (no constant offset): their backward adds no bias term
+_NO_OFFSET = {"reshape", "transpose", "slice", "gather", "expand", "avgpool", "globalavgpool", "reducesum",
+              "reducemean", "resize", "neg", "matmul"}
+
+
+@dataclass
+class Splits:
+    """Per-domain sign constraints on pre-activation values: +1 means v >= 0, -1 means v <= 0, 0 free.
+
+    `signs[value_name]` has shape (B, *shape) (int8 or float)."""
+
+    signs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _flat_dims(t: torch.Tensor, start: int) -> tuple[int, ...]:
+    return tuple(range(start, t.dim()))
+
+
+class BoundEngine:
+    """Prepared bound computation for one graph."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.nodes = list(graph.nodes)
+        self.index = {n.name: i for i, n in enumerate(self.nodes)}
+        self.rules = {}
+        self.kind: dict[str, str] = {}
+        for n in self.nodes:
+            rule = rule_for(n)
+            self.rules[n.name] = rule
+            if is_affine(n, graph):
+                self.kind[n.name] = "affine"
+            elif rule.kind == "unary":
+                self.kind[n.name] = "unary"
+            else:
+                self.kind[n.name] = rule.kind
+                if rule.kind == "affine":  # an affine-registered op used nonlinearly (e.g. x*y)
+                    raise UnsupportedOpError(n.op, n.name, detail="operator on two variables has no relaxation yet")
+        # values whose bounds feed a relaxation -> the nonlinear nodes reading them
+        self.relaxed_inputs: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            if self.kind[n.name] != "affine":
+                for i in n.inputs:
+                    if not graph.is_const(i):
+                        self.relaxed_inputs.setdefault(i, []).append(n)
+        self.unary_nodes = [n for n in self.nodes if self.kind[n.name] == "unary"]
+
+    # ----------------------------------------------------------------------------------- backward
+    def backward(self, start: str, A0: torch.Tensor, bounds: dict, lower: torch.Tensor, upper: torch.Tensor,
+                 alphas: dict[str, torch.Tensor] | None = None,
+                 betas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Lower bound of A0·v_start over each box: returns (B, S).
+
+        `A0` has shape (B, S, *shape(start)). `alphas[node]` are relaxation parameters of unary nodes for
+        this objective (per row: (B, S, *shape) or shared: (B, *shape)). `betas[value]` = (beta, sign):
+        the Lagrangian term -beta*sign*v of a split constraint sign*v >= 0 on `value`.
+        """
+        graph = self.graph
+        B, S = A0.shape[:2]
+        dtype, device = A0.dtype, A0.device
+        As: dict[str, torch.Tensor] = {start: A0}
+        bias = torch.zeros(B, S, dtype=dtype, device=device)
+        stop = self.index.get(start, -1)
+        for idx in range(stop, -1, -1):
+            node = self.nodes[idx]
+            A = As.pop(node.name, None)
+            if A is None:
+                continue
+            if betas and node.name in betas:
+                beta, sign = betas[node.name]
+                A = A - beta * sign.unsqueeze(1)
+            kind = self.kind[node.name]
+            if kind == "affine":
+                bias = bias + self._affine_backward(node, A, As)
+            elif kind == "unary":
+                src = node.inputs[0]
+                l, u = bounds[src]
+                alpha = alphas.get(node.name) if alphas else None
+                lw, lb, uw, ub = self.rules[node.name].relax(l, u, node.attrs, alpha)
+                lw, lb, uw, ub = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lw, lb, uw, ub))
+                Ap = A.clamp(min=0)
+                An = A.clamp(max=0)
+                bias = bias + (Ap * lb + An * ub).flatten(2).sum(-1)
+                self._accumulate(As, src, Ap * lw + An * uw)
+            else:  # pragma: no cover - special ops register their own backward
+                raise UnsupportedOpError(node.op, node.name)
+        A_in = As.pop(graph.input_name, None)
+        if A_in is None:
+            return bias
+        centre = ((upper + lower) / 2).reshape(B, 1, -1)
+        radius = ((upper - lower) / 2).reshape(B, 1, -1)
+        A_in = A_in.reshape(B, S, -1)
+        return bias + (A_in * centre).sum(-1) - (A_in.abs() * radius).sum(-1)
+
+    @staticmethod
+    def _accumulate(As: dict, name: str, A: torch.Tensor) -> None:
+        prev = As.get(name)
+        As[name] = A if prev is None else prev + A
+
+    def _affine_backward(self, node: Node, A: torch.Tensor, As: dict) -> torch.Tensor:
+        """Map A through an affine node into its inputs; return the bias term (B, S)."""
+        graph = self.graph
+        B, S = A.shape[:2]
+        dtype, device = A.dtype, A.device
+        if node.op == "linear":
+            W = graph.const(node.inputs[1], dtype, device)
+            self._accumulate(As, node.inputs[0], torch.matmul(A, W))
+            if len(node.inputs) > 2:
+                b = graph.const(node.inputs[2], dtype, device)
+                return (A * b).flatten(2).sum(-1)
+            return torch.zeros(B, S, dtype=dtype, device=device)
+        if node.op == "reshape":
+            self._accumulate(As, node.inputs[0], A.reshape(B, S, *graph.shape_of(node.inputs[0])))
+            return torch.zeros(B, S, dtype=dtype, device=device)
+        # generic exact step: vector-Jacobian product of the affine map at zero
+        var_idx = [k for k, name in enumerate(node.inputs) if not graph.is_const(name)]
+        out_shape = A.shape[2:]
+        A_flat = A.reshape(B * S, *out_shape)
+        need_graph = A.requires_grad or any(graph.constants[n].requires_grad for n in node.inputs if graph.is_const(n))
+        with torch.enable_grad():
+            leaves, args = [], []
+            for k, name in enumerate(node.inputs):
+                if k in var_idx:
+                    leaf = torch.zeros(1, *graph.shape_of(name), dtype=dtype, device=device, requires_grad=True)
+                    leaves.append(leaf)
+                    args.append(leaf.expand(B * S, *graph.shape_of(name)))
+                else:
+                    args.append(graph.const(name, dtype, device))
+            y = gops.evaluate(node.op, args, node.attrs)
+            grads = torch.autograd.grad(y, args_var := [args[k] for k in var_idx], A_flat,
+                                        create_graph=need_graph, allow_unused=True)
+        for k, g in zip(var_idx, grads):
+            name = node.inputs[k]
+            if g is None:
+                continue
+            self._accumulate(As, name, g.reshape(B, S, *graph.shape_of(name)))
+        if node.op in _NO_OFFSET or (len(var_idx) == len(node.inputs) and node.op in ("add", "sub", "concat")):
+            return torch.zeros(B, S, dtype=dtype, device=device)
+        zero_args = [torch.zeros(1, *graph.shape_of(n), dtype=dtype, device=device) if k in var_idx
+                     else graph.const(n, dtype, device) for k, n in enumerate(node.inputs)]
+        y0 = gops.evaluate(node.op, zero_args, node.attrs)
+        return (A * y0.reshape(1, 1, *out_shape)).flatten(2).sum(-1)
+
+    # -------------------------------------------------------------------------------------- sweep
+    def compute(self, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None,
+                method: str = "crown", alphas: dict | None = None, betas: dict | None = None,
+                splits: Splits | None = None, return_bounds: bool = False):
+        """Lower bounds of C·y over each box (B, S); with C None, returns (lower, upper) of the output.
+
+        method: "ibp" (intervals only), "crown" (CROWN intermediate and final bounds), "crown-ibp"
+        (IBP intermediate bounds, CROWN at the output). `alphas` maps a start value ("__output__" for the
+        final objective, or an intermediate value name) to {unary node name: alpha tensor}.
+        """
+        graph = self.graph
+        B = lower.shape[0]
+        lower = lower.reshape(B, *graph.input_shape)
+        upper = upper.reshape(B, *graph.input_shape)
+        bounds = {graph.input_name: (lower, upper)}
+        signs = splits.signs if splits else {}
+        for node in self.nodes:
+            l, u = node_ibp(graph, node, bounds, lower.dtype, lower.device)
+            if method == "crown" and node.name in self.relaxed_inputs and node.name != graph.output:
+                l, u = self._tighten(node, l, u, bounds, lower, upper,
+                                     alphas.get(node.name) if alphas else None, signs)
+            s = signs.get(node.name)
+            if s is not None:
+                l = torch.where(s > 0, l.clamp(min=0), l)
+                u = torch.where(s < 0, u.clamp(max=0), u)
+            bounds[node.name] = (l, u)
+        out = graph.output
+        if method == "ibp":
+            l, u = bounds[out]
+            if C is None:
+                return (l, u, bounds) if return_bounds else (l, u)
+            lb = self._interval_objective(C, l.reshape(B, -1), u.reshape(B, -1))
+            return (lb, bounds) if return_bounds else lb
+        out_shape = graph.shape_of(out)
+        n_out = graph.output_size
+        if C is None:
+            eye = torch.eye(n_out, dtype=lower.dtype, device=lower.device)
+            Cfull = torch.cat([eye, -eye]).unsqueeze(0).expand(B, -1, -1)
+        else:
+            Cfull = C if C.dim() == 3 else C.unsqueeze(0).expand(B, -1, -1)
+        A0 = Cfull.reshape(B, Cfull.shape[1], *out_shape).to(lower.dtype)
+        a = alphas.get("__output__") if alphas else None
+        lb = self.backward(out, A0, bounds, lower, upper, a, betas)
+        if C is None:
+            l, u = lb[:, :n_out].reshape(B, *out_shape), (-lb[:, n_out:]).reshape(B, *out_shape)
+            il, iu = bounds[out]
+            l, u = torch.maximum(l, il), torch.minimum(u, iu)
+            return (l, u, bounds) if return_bounds else (l, u)
+        lb = torch.maximum(lb, self._interval_objective(Cfull, *(t.reshape(B, -1) for t in bounds[out])))
+        return (lb, bounds) if return_bounds else lb
+
+    @staticmethod
+    def _interval_objective(C: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        C = C if C.dim() == 3 else C.unsqueeze(0)
+        Cp, Cn = C.clamp(min=0), C.clamp(max=0)
+        return (Cp * l.unsqueeze(1)).sum(-1) + (Cn * u.unsqueeze(1)).sum(-1)
+
+    def _tighten(self, node: Node, l, u, bounds, lower, upper, alphas, signs):
+        """CROWN bounds for the neurons of `node` whose relaxation needs them; intersect with IBP."""
+        B = l.shape[0]
+        need = torch.zeros_like(l, dtype=torch.bool)
+        for consumer in self.relaxed_inputs[node.name]:
+            rule = self.rules[consumer.name]
+            if self.kind[consumer.name] == "unary":
+                need |= rule.needs_bounds(l, u, consumer.attrs)
+            else:
+                need |= True
+        s = signs.get(node.name)
+        if s is not None:
+            need &= s == 0
+        idx = need.reshape(B, -1).any(0).nonzero().flatten()
+        k = idx.numel()
+        if k == 0:
+            return l, u
+        n = l[0].numel()
+        A0 = torch.zeros(B, 2 * k, n, dtype=l.dtype, device=l.device)
+        ar = torch.arange(k, device=l.device)
+        A0[:, ar, idx] = 1.0
+        A0[:, k + ar, idx] = -1.0
+        lb = self.backward(node.name, A0.reshape(B, 2 * k, *l.shape[1:]), bounds, lower, upper, alphas)
+        lf = l.reshape(B, -1)
+        uf = u.reshape(B, -1)
+        new_l = torch.maximum(lf[:, idx], lb[:, :k])
+        new_u = torch.minimum(uf[:, idx], -lb[:, k:])
+        lf = lf.index_copy(1, idx, new_l)
+        uf = uf.index_copy(1, idx, new_u)
+        return lf.reshape(l.shape), uf.reshape(u.shape)

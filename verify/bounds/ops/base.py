@@ -1,0 +1,73 @@
+"""Registry of per-operator bound rules.
+
+Every IR operator the bound engine understands has one `OpRule` here, registered by op name. A rule has
+
+* `ibp(args_lo, args_hi, node, graph)` -> (lo, hi): the interval rule. `args_lo/args_hi` hold, per input, the
+  lower/upper bound tensor (for a constant input both are the constant itself).
+* `kind`: "affine" (exactly linear in its non-constant inputs: its backward step is exact and generic),
+  "unary" (element-wise nonlinearity with a linear relaxation), or "special" (own backward step).
+
+Unary rules additionally give `relax(l, u, alpha)` -> (lw, lb, uw, ub): lines with
+lw*x + lb <= f(x) <= uw*x + ub for every x in [l, u]. `alpha` is the optimisable parameter (or None for the
+default choice); `alpha_init(l, u)` returns its starting value (None when the op has no parameter) and
+`alpha_project(alpha, l, u)` maps a gradient step back into the valid set.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+RULES: dict[str, "OpRule"] = {}
+
+
+def register(*names: str):
+    def deco(cls):
+        inst = cls()
+        for n in names:
+            RULES[n] = inst
+        return cls
+    return deco
+
+
+class OpRule:
+    kind = "affine"
+
+    def ibp(self, lo: list[torch.Tensor], hi: list[torch.Tensor], node, graph) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class MonotoneRule(OpRule):
+    """Operators non-decreasing in every input: the interval rule is f(lo), f(hi)."""
+
+    def ibp(self, lo, hi, node, graph):
+        from verify.graph.ops import evaluate
+
+        return evaluate(node.op, lo, node.attrs), evaluate(node.op, hi, node.attrs)
+
+
+class UnaryRule(OpRule):
+    """Element-wise nonlinearity with a linear relaxation."""
+
+    kind = "unary"
+    has_alpha = False
+
+    def ibp(self, lo, hi, node, graph):
+        return self.interval(lo[0], hi[0], node.attrs)
+
+    def interval(self, l: torch.Tensor, u: torch.Tensor, attrs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def relax(self, l: torch.Tensor, u: torch.Tensor, attrs: dict[str, Any], alpha=None):
+        """Return (lw, lb, uw, ub) valid on [l, u]."""
+        raise NotImplementedError
+
+    def alpha_init(self, l: torch.Tensor, u: torch.Tensor, attrs: dict[str, Any]):
+        return None
+
+    def alpha_project(self, alpha, l, u, attrs):
+        return alpha
+
+    def needs_bounds(self, l: torch.Tensor, u: torch.Tensor, attrs: dict[str, Any]) -> torch.Tensor:
+        """Mask of neurons whose relaxation depends on tight input bounds (default: all)."""
+        return torch.ones_like(l, dtype=torch.bool)

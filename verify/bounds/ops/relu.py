@@ -1,0 +1,57 @@
+"""ReLU and LeakyReLU: exact when stable, the triangle relaxation when l < 0 < u.
+
+Upper line: the chord through (l, f(l)) and (u, f(u)). Lower line through the origin with slope alpha in
+[a, 1] (a = negative slope; 0 for ReLU), which α-CROWN optimises. The default slope is CROWN's adaptive
+choice: 1 when u >= -l, else a.
+"""
+from __future__ import annotations
+
+import torch
+
+from verify.bounds.ops.base import UnaryRule, register
+
+
+@register("relu", "leakyrelu")
+class ReluRule(UnaryRule):
+    has_alpha = True
+
+    @staticmethod
+    def _slope(attrs) -> float:
+        return float(attrs.get("alpha", 0.01)) if "alpha" in attrs else 0.0
+
+    def interval(self, l, u, attrs):
+        a = self._slope(attrs)
+        f = (lambda t: torch.where(t >= 0, t, a * t)) if a else torch.relu
+        return f(l), f(u)
+
+    def needs_bounds(self, l, u, attrs):
+        return (l < 0) & (u > 0)
+
+    def alpha_init(self, l, u, attrs):
+        a = self._slope(attrs)
+        return torch.where(u >= -l, torch.ones_like(l), torch.full_like(l, a))
+
+    def alpha_project(self, alpha, l, u, attrs):
+        return alpha.clamp(self._slope(attrs), 1.0)
+
+    def relax(self, l, u, attrs, alpha=None):
+        a = self._slope(attrs)
+        active = l >= 0
+        inactive = u <= 0
+        unstable = ~(active | inactive)
+        # chord slope for unstable neurons (denominator > 0 there)
+        den = torch.where(unstable, u - l, torch.ones_like(u))
+        k = (u - a * l) / den
+        uw = torch.where(active, torch.ones_like(l), torch.where(inactive, torch.full_like(l, a), k))
+        ub = torch.where(unstable, (a - k) * l, torch.zeros_like(l))  # chord: k*x + (a*l - k*l)
+        if alpha is None:
+            alpha = self.alpha_init(l, u, attrs)
+        lw = torch.where(active, torch.ones_like(l), torch.where(inactive, torch.full_like(l, a), torch.zeros_like(l)))
+        if alpha.dim() > l.dim():  # per-objective-row alphas (B, S, ...) against bounds (B, ...)
+            lw = lw.unsqueeze(1)
+            unstable_b = unstable.unsqueeze(1)
+        else:
+            unstable_b = unstable
+        lw = torch.where(unstable_b, alpha, lw)
+        lb = torch.zeros_like(ub)
+        return lw, lb, uw, ub
