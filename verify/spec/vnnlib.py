@@ -152,26 +152,34 @@ class _Parser:
 
     # ------------------------------------------------------------------ boolean structure
     def conj(self, parts: list[list[list[int]]], k: int) -> list[list[int]]:
-        """DNF of a conjunction of DNFs: single-term parts are concatenated once, the rest crossed."""
-        shared: list[int] = []
-        multi: list[list[list[int]]] = []
+        """DNF of a conjunction of DNFs. Runs of single-term parts are concatenated once; only parts with
+        several terms are crossed. Atom order follows the text."""
+        segments: list[list[int] | list[list[int]]] = []  # a flat atom list (run of singles) or a multi DNF
+        is_multi: list[bool] = []
+        total = 1
         for p in parts:
-            if not p:  # false conjunct: whole conjunction false
+            if not p:  # a false conjunct makes the whole conjunction false
                 return []
             if len(p) == 1:
-                shared.extend(p[0])
+                if is_multi and not is_multi[-1]:
+                    segments[-1].extend(p[0])
+                else:
+                    segments.append(list(p[0]))
+                    is_multi.append(False)
             else:
-                multi.append(p)
-        if not multi:
-            return [shared]
-        total = math.prod(len(p) for p in multi)
+                segments.append(p)
+                is_multi.append(True)
+                total *= len(p)
         if total > self.max_terms:
             raise self.unsupported(
                 k, f"the formula expands to {total} disjunctive-normal-form terms (limit {self.max_terms})"
             )
+        if total == 1:
+            return [segments[0] if len(segments) == 1 else [a for s in segments for a in s]]
+        choices = [seg if m else [seg] for seg, m in zip(segments, is_multi)]
         out = []
-        for combo in itertools.product(*multi):
-            term = list(shared)
+        for combo in itertools.product(*choices):
+            term: list[int] = []
             for t in combo:
                 term.extend(t)
             out.append(term)
