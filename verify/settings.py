@@ -79,8 +79,11 @@ class Settings:
         """Seconds of falsification for an instance with this timeout.
 
         `attack_share * timeout`, raised to `attack_min_s` when that is small, but never more than half
-        the timeout unless the share itself asks for more (share 1.0 = falsify for the whole timeout)."""
+        the timeout unless the share itself asks for more (share 1.0 = falsify for the whole timeout; share 0 =
+        no falsification)."""
         t = self.timeout if timeout is None else float(timeout)
+        if self.attack_share <= 0:
+            return 0.0  # falsification switched off
         share = self.attack_share * t
         if share >= self.attack_min_s:
             return share

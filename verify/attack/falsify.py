@@ -103,6 +103,8 @@ def falsify(graph: Graph, spec: Spec, time_budget: float, seed: int = 0, dtype: 
         return AttackResult(s.cex, s.evaluations, rounds, float(s.best_m.min()) if J else float("inf"),
                             time.perf_counter() - t0)
 
+    if time_budget <= 0:  # no falsification asked for
+        return result()
     x, r = centres(P)
     if s.evaluate(x.to(dtype), r):
         return result()

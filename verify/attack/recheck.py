@@ -57,7 +57,10 @@ def verify_candidates(graph: Graph, spec: Spec, x: np.ndarray | torch.Tensor,
         sat = np.all(ys @ np.asarray(dj.C, dtype=np.float64).reshape(-1, ys.shape[1]).T <= dj.d, axis=1)
         hit = np.where((hit < 0) & in_box & sat, j, hit)
     for i in np.flatnonzero(hit >= 0):
-        j = int(hit[i])
-        if spec.disjuncts[j].holds(xs[i], ys[i], tol=0.0):
-            return Counterexample(xs[i].copy(), ys[i].copy(), j)
+        # re-run the winner alone: batched float64 results can differ in the last bit from a single run,
+        # and the single run is what a user (or the result file's reader) reproduces
+        y1 = execute64(graph, xs[i:i + 1])[0]
+        for j, dj in enumerate(spec.disjuncts):
+            if dj.holds(xs[i], y1, tol=0.0):
+                return Counterexample(xs[i].copy(), y1, j)
     return None
