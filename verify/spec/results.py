@@ -95,7 +95,8 @@ def parse_result_text(text: str, source: str = "<result>") -> tuple[str, np.ndar
     for m in _PAIR_RE.finditer(body):
         gap = body[pos : m.start()]
         if gap.strip(" \t\r\n("):
-            line = first_line_no + 1 + body.count("\n", 0, pos)
+            at = pos + len(gap) - len(gap.lstrip(" \t\r\n("))
+            line = first_line_no + 1 + body.count("\n", 0, at)
             raise InputError(f"{source}:{line}: expected '(X_i value)' or '(Y_j value)', got {gap.strip()[:40]!r}")
         pos = m.end()
         letter, idx = m.group(1), int(m.group(2))
@@ -106,7 +107,8 @@ def parse_result_text(text: str, source: str = "<result>") -> tuple[str, np.ndar
         vals[letter][idx] = v
     tail = body[pos:]
     if tail.strip(" \t\r\n)"):
-        line = first_line_no + 1 + body.count("\n", 0, pos)
+        at = pos + len(tail) - len(tail.lstrip(" \t\r\n)"))
+        line = first_line_no + 1 + body.count("\n", 0, at)
         raise InputError(f"{source}:{line}: expected '(X_i value)', '(Y_j value)' or ')', got {tail.strip()[:40]!r}")
     if body.count("(") != body.count(")"):
         raise InputError(f"{source}: unbalanced parentheses in the counterexample")
