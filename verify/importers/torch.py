@@ -859,7 +859,7 @@ def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold
         try:
             res = env[node] = _convert_node(b, root, node, names[node], env, example, n_inputs)
         except _Unsupported as e:
-            raise UnsupportedOpError(e.op, node.name, "torch import", e.detail) from None
+            raise UnsupportedOpError(e.op, names[node], "torch import", e.detail) from None
         if node.op == "placeholder":
             n_inputs += 1
         if node.op == "output":
@@ -911,7 +911,7 @@ def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, e
         m = root.get_submodule(node.target)
         h = _MODULES.get(type(m))
         if h is None:
-            raise _Unsupported(type(m).__name__, f"module {node.target!r}")
+            raise _Unsupported(type(m).__name__, f"module {node.target[2:]!r} of type {type(m).__module__}.{type(m).__qualname__}")
         return h(b, name, m, *args, **kwargs)
     if not _contains_val(args) and not _contains_val(kwargs):
         # constant folding: parameter views, shape arithmetic; keeps autograd for parameters
