@@ -36,6 +36,8 @@ _PAIR_RE = re.compile(
 
 def _values(v) -> list[float]:
     """Flatten anything array-like to plain Python floats (so repr gives float64 text, not numpy's)."""
+    if hasattr(v, "detach"):  # a torch tensor
+        v = v.detach().cpu().double().numpy()
     arr = np.asarray(v, dtype=np.float64).reshape(-1)
     return [float(a) for a in arr]
 
@@ -45,13 +47,12 @@ def format_result(
     x: Sequence[float] | np.ndarray | None = None,
     y: Sequence[float] | np.ndarray | None = None,
 ) -> str:
-    """The text of a result file. `sat` needs the counterexample (x, y); other verdicts take none."""
+    """The text of a result file. `sat` needs the counterexample (x, y); for other verdicts x and y are
+    ignored (so callers can pass whatever their result object holds)."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
     if verdict != "sat":
-        if x is not None or y is not None:
-            raise ValueError(f"a {verdict!r} result carries no counterexample")
-        return verdict + "\n"
+        return verdict + "\n"  # only `sat` carries a counterexample; x, y are ignored otherwise
     if x is None or y is None:
         raise ValueError("a 'sat' result needs the counterexample input x and output y")
     lines = ["sat", "("]
