@@ -44,9 +44,15 @@ def load_model(path_or_module: Any, input_shape: tuple[int, ...] | None = None) 
     """A `Graph` from an ONNX path or an nn.Module (+ input shape); a Graph is returned unchanged."""
     if isinstance(path_or_module, Graph):
         return path_or_module
-    from verify.importers import load_model as _load
-
-    return _load(path_or_module, input_shape)
+    importers = importlib.import_module("verify.importers")
+    if hasattr(importers, "load_model"):
+        return importers.load_model(path_or_module, input_shape)
+    # the per-format importers directly (before the package grows its dispatcher)
+    if isinstance(path_or_module, (str, Path)):
+        return importlib.import_module("verify.importers.onnx").load_onnx(str(path_or_module))
+    if input_shape is None:
+        raise InputError("an nn.Module needs input_shape")
+    return importlib.import_module("verify.importers.torch").load_torch(path_or_module, input_shape)
 
 
 def load_spec(path: str | Path, n_inputs: int | None = None, n_outputs: int | None = None) -> Spec:

@@ -1,0 +1,120 @@
+"""`verify bench`: results.csv, result files, judging against expected.csv, caching, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from verify import api
+from verify.cli import main
+from verify.spec.results import read_result
+
+try:
+    from tests.test_cli_check import assert_one_line_error, box_vnnlib, run_cli, save_mlp
+except ImportError:  # tests/ on sys.path instead of the repo root
+    from test_cli_check import assert_one_line_error, box_vnnlib, run_cli, save_mlp
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture
+def suite(tmp_path):
+    """A benchmark folder: one model, a sat and an (unprovable without BaB) safe property."""
+    d = tmp_path / "bm"
+    (d / "onnx").mkdir(parents=True)
+    (d / "vnnlib").mkdir()
+    W0, b0 = np.eye(2), np.zeros(2)
+    W1, b1 = np.array([[1.0, 1.0], [0.0, 0.0]]), np.array([0.0, 1.0])
+    save_mlp(d / "onnx" / "net.onnx", [(W0, b0), (W1, b1)])
+    box_vnnlib(d / "vnnlib" / "sat.vnnlib", [0, 0], [1, 1], ["(>= Y_0 1.5)"], 2)
+    box_vnnlib(d / "vnnlib" / "safe.vnnlib", [0, 0], [1, 1], ["(>= Y_0 2.5)"], 2)
+    (d / "instances.csv").write_text("onnx/net.onnx,vnnlib/sat.vnnlib,20\n"
+                                     "onnx/net.onnx,vnnlib/safe.vnnlib,2\n"
+                                     "onnx/net.onnx,vnnlib/sat.vnnlib,20\n")
+    return d
+
+
+def write_expected(d: Path, sat_expected: str) -> None:
+    (d / "expected.csv").write_text("onnx,vnnlib,expected,best_tool,best_time_s,source\n"
+                                    f"onnx/net.onnx,vnnlib/sat.vnnlib,{sat_expected},x,1,y\n"
+                                    "onnx/net.onnx,vnnlib/safe.vnnlib,unsat,x,1,y\n")
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_writes_results_and_judges(suite, tmp_path, capsys, monkeypatch):
+    write_expected(suite, "sat")
+    loads = []
+    real = api.load_model
+    monkeypatch.setattr(api, "load_model",
+                        lambda p, s=None: (loads.append(p) if isinstance(p, (str, Path)) else None) or real(p, s))
+    out = tmp_path / "out" / "deeper"
+    code, stdout, err = run_cli(["bench", suite / "instances.csv", "--no-bab", "--timeout-scale", "0.5",
+                                 "--out", out, "--attack-share", "0.5"], capsys)
+    assert code == 0, err
+    rows = read_rows(out / "results.csv")
+    assert list(rows[0]) == ["onnx", "vnnlib", "result", "time_s", "result_file", "domains"]
+    assert [r["result"] for r in rows] == ["sat", "unknown", "sat"]
+    assert rows[0]["onnx"] == "onnx/net.onnx" and rows[1]["vnnlib"] == "vnnlib/safe.vnnlib"
+    assert 0.5 < float(rows[1]["time_s"]) < 1.5   # half of the 2 s timeout (share 0.5 of 1 s)... then unknown
+    verdict, x, y = read_result(out / rows[0]["result_file"])
+    assert verdict == "sat" and x.sum() >= 1.5 and y[0] >= 1.5
+    assert read_result(out / rows[1]["result_file"])[0] == "unknown"
+    assert len(loads) == 1                         # the model is loaded once per run
+    assert "| 2 | 0 | 1 | 0 |" in stdout          # correct | wrong | unsolved | not judged
+
+
+def test_bench_wrong_answer_exits_1(suite, tmp_path, capsys):
+    write_expected(suite, "unsat")                 # a planted, false expectation
+    code, stdout, err = run_cli(["bench", suite / "instances.csv", "--no-bab", "--limit", "1",
+                                 "--out", tmp_path / "o", "--no-progress-bar", "--json"], capsys)
+    assert code == 1
+    obj = json.loads(stdout)
+    assert obj["wrong"] == 1 and obj["instances"] == 1 and obj["rows"][0]["judged"] == "wrong"
+    assert "WRONG" in err
+
+
+def test_bench_every_and_limit(suite, tmp_path, capsys):
+    code, stdout, _ = run_cli(["bench", suite / "instances.csv", "--no-bab", "--every", "2", "--json",
+                               "--out", tmp_path / "o", "--no-progress-bar"], capsys)
+    obj = json.loads(stdout)
+    assert code == 0 and obj["instances"] == 2 and obj["verdicts"] == {"sat": 2}
+    assert obj["judged"] is False and obj["not judged"] == 2
+
+
+def test_bench_bad_instance_is_recorded_as_error(suite, tmp_path, capsys):
+    (suite / "instances.csv").write_text("onnx/missing.onnx,vnnlib/sat.vnnlib,5\nonnx/net.onnx,vnnlib/sat.vnnlib,5\n")
+    code, stdout, err = run_cli(["bench", suite / "instances.csv", "--no-bab", "--out", tmp_path / "o",
+                                 "--no-progress-bar"], capsys)
+    assert code == 2
+    assert [r["result"] for r in read_rows(tmp_path / "o" / "results.csv")] == ["error", "sat"]
+    assert "missing.onnx" in err and "Traceback" not in err
+
+
+def test_unreadable_csv(tmp_path, capsys):
+    assert_one_line_error(*run_cli(["bench", tmp_path / "none.csv", "--out", tmp_path / "o"], capsys), "none.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a.onnx,b.vnnlib,5\nonly-two,columns\n")
+    assert_one_line_error(*run_cli(["bench", bad, "--out", tmp_path / "o"], capsys), "bad.csv:2")
+    (tmp_path / "dir.csv").mkdir()
+    assert_one_line_error(*run_cli(["bench", tmp_path / "dir.csv", "--out", tmp_path / "o"], capsys), "dir.csv")
+
+
+@pytest.mark.bench
+def test_acasxu_falsification_finds_the_sat_instances(tmp_path, capsys):
+    """Every expected-sat ACAS Xu instance gets a verified counterexample; no sat where unsat is expected."""
+    csv_path = SHARED / "benchmarks" / "acasxu" / "instances.csv"
+    if not csv_path.exists():
+        pytest.skip(f"{csv_path} not present (the shared benchmarks folder beside the repo)")
+    code, stdout, err = run_cli(["bench", csv_path, "--no-bab", "--timeout-scale", "0.02", "--json",
+                                 "--out", tmp_path / "acas", "--no-progress-bar"], capsys)
+    obj = json.loads(stdout)
+    assert code == 0 and obj["wrong"] == 0
+    assert obj["correct"] >= 44
