@@ -659,6 +659,8 @@ def _expand(b, node, ins, at):
     out = tuple(np.broadcast_shapes(x.onnx_shape, shape))
     if out == x.onnx_shape:
         return x
+    if x.batched and len(out) > x.onnx_rank:  # new leading axes: the result is one whole sample
+        x = b.reshape(x, x.onnx_shape, False)
     if x.batched:
         if out[0] != 1:
             b.unsupported("expanding the batch axis")
