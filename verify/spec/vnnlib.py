@@ -9,7 +9,8 @@ Strict comparisons are read as non-strict (the usual VNN-COMP convention: the bo
 
 How it works, and why it is fast: the whole text is split into tokens by one regular expression (comments
 dropped), then a recursive-descent parser walks the token list (recursion depth = nesting depth of the
-formula, never per character). Each atomic comparison is normalised once into an "atom" (a bound on one
+formula, never per character); the two shapes that make up almost every large file,
+`(declare-const X_i Real)` and `(assert (<= X_i number))`, are handled inline without a call. Each atomic comparison is normalised once into an "atom" (a bound on one
 X, a row of C·y <= d, or `false`) stored in flat lists; a formula becomes its disjunctive normal form, a
 list of terms, each term a list of atom ids. Conjunctions of single-term formulas (the usual
 one-bound-per-assert input box) are concatenated, not multiplied. Boxes are finally built per term with
@@ -20,7 +21,6 @@ Positions (line:column) are computed only when an error is reported, by re-scann
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import numpy as np
 from verify.errors import InputError
 from verify.spec.spec import Disjunct, Spec
 
-#: default cap on the number of DNF terms (disjuncts before crossing with nothing else); beyond it we stop.
+#: default cap on the number of DNF terms of any (sub)formula; a larger expansion raises InputError.
 MAX_TERMS = 100_000
 
 _TOKEN_RE = re.compile(r";[^\n]*|\(|\)|[^\s();]+")
@@ -266,7 +266,6 @@ class _Parser:
         """k points at the comparison operator (after '('). Returns (dnf, index after ')')."""
         toks = self.toks
         op = toks[k]
-        opk = k
         # fast path: (op X_i number) -- the shape of almost every input-box line
         if k + 3 < self.n and toks[k + 3] == ")":
             a, b = toks[k + 1], toks[k + 2]
@@ -372,7 +371,6 @@ class _Parser:
         if k >= self.n:
             raise self.error(k, "expected an arithmetic operator")
         op = toks[k]
-        opk = k
         if op not in ("+", "-", "*", "/"):
             raise self.error(k, "expected an arithmetic operator (+, -, *, /)")
         k += 1
