@@ -4,7 +4,7 @@ Each pass takes a `Graph` and returns a new, equivalent one (the input is not mo
 outputs agree before and after. `normalise` runs them all in a fixed order:
 
 - `drop_noops`: remove nodes that return their input unchanged (reshape to the same shape, identity
-  transpose, full slice, float->float cast, clip without bounds, add/sub of zeros, mul/div by ones).
+  transpose, full slice, float->float cast, add/sub of zeros, mul/div by ones).
   ONNX Identity and Dropout never reach the IR: the importer aliases them.
 - `merge_reshapes`: a reshape of a reshape reads the original value.
 - `fuse_matmul_add`: `matmul` by a constant 2-D matrix becomes `linear` (W stored (out, in)), and a
@@ -66,8 +66,6 @@ def _is_noop(g: Graph, n: Node, vals: dict[str, torch.Tensor]) -> bool:
         return all(s == 1 for s in at["steps"])
     if op == "cast":
         return x.dtype == y.dtype or (x.is_floating_point() and y.is_floating_point())
-    if op == "clip":
-        return at.get("min") is None and at.get("max") is None
     if op in ("add", "sub", "mul", "div") and x.is_floating_point() and len(n.inputs) == 2:
         neutral = 0.0 if op in ("add", "sub") else 1.0
         return _const_equals(g, n.inputs[1], neutral)
