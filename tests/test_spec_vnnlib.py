@@ -315,3 +315,29 @@ def test_random_specs_round_trip(case):
             C = np.array([row(ny, r) for r, _ in rows])
             d = np.array([dv for _, dv in rows])
             assert np.array_equal(dj.C, C) and np.array_equal(dj.d, d)
+
+
+def test_deep_nesting_is_an_input_error():
+    depth = 5000
+    text = decl(1, 1) + "(assert " + "(and " * depth + "(<= 0 X_0 1)" + ")" * depth + ")"
+    with pytest.raises(InputError, match="nested too deeply"):
+        parse_vnnlib_text(text)
+    ok = 50
+    text = decl(1, 1) + "(assert " + "(and (or " * ok + "(<= 0 X_0 1)" + "))" * ok + ")"
+    assert len(parse_vnnlib_text(text).disjuncts) == 1
+
+
+_FUZZ_TOKENS = ["(", ")", "(", ")", "assert", "declare-const", "X_0", "Y_0", "X_1", "Real", "<=", ">=", "=",
+                "and", "or", "+", "-", "*", "/", "1", "-2.5", "0", "1e3", "foo", ";c\n", "\n", "true", "false"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_FUZZ_TOKENS), max_size=40))
+def test_garbage_raises_only_input_error(tokens):
+    text = "(declare-const X_0 Real)(declare-const Y_0 Real)" + " ".join(tokens)
+    try:
+        spec = parse_vnnlib_text(text)
+    except InputError as e:
+        assert str(e).startswith("<vnnlib>")
+    else:
+        assert all(np.all(dj.lower <= dj.upper) for dj in spec.disjuncts)

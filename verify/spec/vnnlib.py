@@ -465,7 +465,10 @@ def parse_vnnlib_text(
     for an input variable without a lower or upper bound in some disjunct.
     """
     p = _Parser(text, source, max_terms)
-    dnf = p.parse()
+    try:
+        dnf = p.parse()
+    except RecursionError:
+        raise InputError(f"{source}: formula nested too deeply to parse") from None
     nx = _check_declared(p.x_declared, "X", n_inputs, source)
     ny = _check_declared(p.y_declared, "Y", n_outputs, source)
 
