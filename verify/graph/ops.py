@@ -79,12 +79,13 @@ def _convtranspose(a, at):
     begin, end = pads[:nd], pads[nd:]
     out_pad = list(at.get("output_padding", [0] * nd))
     fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
-    # torch pads symmetrically by `padding`; extra end padding is expressed via output_padding cropping
-    y = fn(x, w, b, stride=tuple(at.get("strides", [1] * nd)), padding=tuple(begin),
+    # torch crops `padding` symmetrically; crop the common part there and the rest of each side here
+    common = [min(s, e) for s, e in zip(begin, end)]
+    y = fn(x, w, b, stride=tuple(at.get("strides", [1] * nd)), padding=tuple(common),
            output_padding=tuple(out_pad), groups=at.get("group", 1), dilation=tuple(at.get("dilations", [1] * nd)))
-    extra = [e - s for s, e in zip(begin, end)]
-    if any(extra):
-        slices = [slice(None), slice(None)] + [slice(0, y.shape[2 + i] - extra[i]) for i in range(nd)]
+    if list(begin) != list(end):
+        slices = [slice(None), slice(None)] + [slice(begin[i] - common[i], y.shape[2 + i] - (end[i] - common[i]))
+                                               for i in range(nd)]
         y = y[tuple(slices)]
     return y
 
