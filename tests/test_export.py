@@ -77,6 +77,9 @@ def _models():
                               .view(x.size(0), 2, -1).sum(dim=2)), (3, 4)),
         "reduce": (Fn(lambda x: x.mean(dim=(1, 2)) + x.sum(-1)[:, 0], 2, 4), (3, 2)),
         "linear3d": (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Flatten()), (2, 4)),
+        "pad_upsample": (nn.Sequential(nn.ZeroPad2d((1, 0, 2, 1)), nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+                                       nn.Upsample(scale_factor=2), nn.Flatten()), (2, 3, 3)),
+        "layernorm": (nn.Sequential(nn.Linear(3, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 2)), (3,)),
     }
 
 

@@ -372,3 +372,41 @@ def test_tracing_leaves_the_module_untouched():
     load_torch(net, (3,))
     after = set(vars(net)) | set(dict(net.named_buffers())) | set(dict(net.named_parameters()))
     assert before == after
+
+
+# ------------------------------------------------------------------------------ padding, upsample, norms
+@pytest.mark.parametrize("layer,shape", [
+    (nn.ZeroPad2d((1, 2, 0, 3)), (2, 4, 5)),
+    (nn.ConstantPad2d(1, 0.5), (2, 4, 5)),
+    (nn.ReflectionPad2d((2, 1, 1, 0)), (2, 4, 5)),
+    (nn.ReplicationPad2d(1), (2, 4, 5)),
+    (nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), (2, 5, 5)),
+    (nn.Conv2d(2, 3, (3, 2), padding=(2, 1), padding_mode="replicate"), (2, 5, 5)),
+    (nn.Upsample(scale_factor=2), (2, 3, 4)),
+    (nn.LayerNorm(6), (4, 6)),
+    (nn.LayerNorm([3, 4]), (2, 3, 4)),
+])
+def test_pad_upsample_layernorm(layer, shape):
+    torch.manual_seed(0)
+    if isinstance(layer, nn.LayerNorm):
+        with torch.no_grad():
+            layer.weight.uniform_(0.5, 1.5)
+            layer.bias.uniform_(-0.5, 0.5)
+    check_equal(nn.Sequential(layer, nn.Flatten()), shape)
+
+
+def test_normalisation_buffers_and_functional_pad():
+    class Normalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.1, 0.2]).view(1, 2, 1, 1))
+            self.register_buffer("std", torch.tensor([0.3, 0.5]).view(1, 2, 1, 1))
+            self.conv = nn.Conv2d(2, 2, 3)
+
+        def forward(self, x):
+            x = F.pad((x - self.mean) / self.std, (1, 1, 1, 1))
+            return F.interpolate(self.conv(x), scale_factor=2, mode="nearest").flatten(1)
+
+    torch.manual_seed(0)
+    g = check_equal(Normalised(), (2, 4, 4))
+    assert [n.op for n in g.nodes][:4] == ["sub", "div", "pad", "conv"]

@@ -7,7 +7,7 @@ written with a -1 batch dimension, so the model is batch-agnostic apart from the
 Operators: linear (Gemm on rank-2 inputs, MatMul + Add otherwise), matmul, conv, convtranspose, the
 element-wise unary ops, leakyrelu, gelu (expanded through Erf/Tanh: opset 13 has no Gelu), clip, softmax,
 add / sub / mul / div / pow / max / min, reshape, flatten, transpose, concat, slice, gather, maxpool,
-avgpool, globalavgpool, reducesum, reducemean, pad and groupsort. GroupSort with groups of two (MaxMin)
+avgpool, globalavgpool, reducesum, reducemean, pad, resize (nearest) and groupsort. GroupSort with groups of two (MaxMin)
 becomes Reshape -> Slice x2 -> Max / Min -> Concat -> Reshape, which every ONNX consumer (ours included)
 understands; larger groups become Reshape -> TopK -> Reshape. Other ops raise `UnsupportedOpError`.
 """
@@ -277,6 +277,15 @@ def _pad(c, n, ins, out):
     if mode == "constant":
         args.append(c.scalar(out + "_value", float(n.attrs.get("value", 0.0))))
     c.add("Pad", args, [out], mode=mode)
+
+
+@_emits("resize")
+def _resize(c, n, ins, out):
+    """Nearest-neighbour upsampling by integer factors, torch's convention (asymmetric, floor)."""
+    in_sp = list(c.graph.shape_of(n.inputs[0]))[1:]
+    scales = [1.0, 1.0] + [o / i for i, o in zip(in_sp, n.attrs["size"])]
+    c.add("Resize", [ins[0], "", c.init(out + "_scales", np.asarray(scales, dtype=np.float32))], [out],
+          mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
 @_emits("groupsort")

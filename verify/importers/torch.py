@@ -26,6 +26,7 @@ trace (data-dependent control flow, ...) raises `InputError`.
 from __future__ import annotations
 
 import builtins
+import inspect
 import math
 import operator
 from dataclasses import dataclass
@@ -87,11 +88,11 @@ class _Unsupported(Exception):
         self.detail = detail
 
 
-def _param_dtype(module: nn.Module) -> torch.dtype:
+def _param_dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
     for t in list(module.parameters()) + list(module.buffers()):
         if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()
+            return t.dtype, t.device
+    return torch.get_default_dtype(), torch.device("cpu")
 
 
 # =============================================================================================== builder
@@ -106,6 +107,7 @@ class _Builder:
         self._const_ids: dict[int, str] = {}
         self.used = set(used_names) | {INPUT_NAME}
         self.dtype = dtype
+        self.device = torch.device("cpu")
         self.fold_bn = fold_bn
         self.producer: dict[str, Node] = {}
         # BatchNorms to fold after conversion: (producer node name, module, names of the BN's own nodes)
@@ -143,7 +145,7 @@ class _Builder:
         if isinstance(v, torch.Tensor):
             return self.const(v, self.tensor_names.get(id(v), hint))
         if isinstance(v, (bool, int, float)):
-            return self.const(torch.tensor(float(v), dtype=torch.float64), hint)
+            return self.const(torch.tensor(float(v), dtype=torch.float64, device=self.device), hint)
         raise _Unsupported(type(v).__name__, f"operand of type {type(v).__name__}")
 
     # ----------------------------------------------------------------------------------------- emit
@@ -158,7 +160,8 @@ class _Builder:
                 args.append(v.ex)
             else:
                 c = self.constants[n]
-                args.append(c.to(self.dtype) if c.is_floating_point() else c)
+                args.append(c.to(device=v_device(inputs), dtype=self.dtype) if c.is_floating_point()
+                            else c.to(v_device(inputs)))
         with torch.no_grad():
             try:
                 out = graph_ops.evaluate(op, [a.detach() for a in args], attrs)
@@ -192,6 +195,14 @@ class _Builder:
 
 
 # ========================================================================================= small helpers
+def v_device(inputs: list[Any]) -> torch.device:
+    """Device of the first batched operand (the example batch lives on the module's device)."""
+    for v in inputs:
+        if isinstance(v, _Val):
+            return v.ex.device
+    return torch.device("cpu")
+
+
 def _ntuple(v: Any, n: int) -> list[int]:
     if isinstance(v, (list, tuple)):
         if len(v) == 1:
@@ -692,15 +703,80 @@ def _fold_batchnorms(b: _Builder, nodes: list[Node], output: str) -> list[Node]:
     return nodes
 
 
+# ------------------------------------------------------------------------------------ pad, upsample, norm
+def _h_pad(b, name, x, pad, mode="constant", value=None):
+    """F.pad: `pad` holds (begin, end) pairs from the last axis backwards; the IR wants ONNX layout."""
+    x = _need_val(x, "pad")
+    pad = [int(p) for p in pad]
+    if len(pad) % 2 or len(pad) // 2 > x.rank - 1:
+        raise _Unsupported("pad", "pads the batch axis")
+    if any(p < 0 for p in pad):
+        raise _Unsupported("pad", "negative padding (cropping)")
+    begins, ends = [0] * x.rank, [0] * x.rank
+    for i in range(len(pad) // 2):
+        begins[x.rank - 1 - i], ends[x.rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
+    modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
+    if mode not in modes:
+        raise _Unsupported("pad", f"mode={mode!r}")
+    if mode != "constant" and any(begins[:2] + ends[:2]):
+        raise _Unsupported("pad", f"{mode} padding of the channel axis")
+    attrs = {"pads": begins + ends, "mode": modes[mode]}
+    if mode == "constant":
+        attrs["value"] = float(value or 0.0)
+    return b.emit("pad", [x], attrs, name)
+
+
+def _h_interpolate(b, name, x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                   recompute_scale_factor=None, antialias=False):
+    """Nearest-neighbour upsampling by integer factors (the IR's `resize`)."""
+    x = _need_val(x, "interpolate")
+    if mode != "nearest" or antialias:
+        raise _Unsupported("interpolate", f"mode={mode!r}")
+    out = F.interpolate(x.ex, size=size, scale_factor=scale_factor, mode="nearest",
+                        recompute_scale_factor=recompute_scale_factor)
+    ins, outs = list(x.ex.shape[2:]), list(out.shape[2:])
+    if any(o % i for i, o in zip(ins, outs)):
+        raise _Unsupported("interpolate", f"non-integer scale {ins} -> {outs}")
+    return b.emit("resize", [x], {"size": outs}, name)
+
+
+def _h_layer_norm(b, name, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing `normalized_shape` axes."""
+    x = _need_val(x, "layer_norm")
+    k = len(normalized_shape) if isinstance(normalized_shape, (list, tuple, torch.Size)) else 1
+    if k >= x.rank:
+        raise _Unsupported("layer_norm", "normalises over the batch axis")
+    axes = list(range(x.rank - k, x.rank))
+    mean = b.emit("reducemean", [x], {"axes": axes, "keepdims": 1}, b.fresh(name + "_mean"))
+    cen = b.emit("sub", [x, mean], {}, b.fresh(name + "_center"))
+    sq = b.emit("mul", [cen, cen], {}, b.fresh(name + "_sq"))
+    var = b.emit("reducemean", [sq], {"axes": axes, "keepdims": 1}, b.fresh(name + "_var"))
+    ve = b.emit("add", [var, float(eps)], {}, b.fresh(name + "_vareps"))
+    std = b.emit("sqrt", [ve], {}, b.fresh(name + "_std"))
+    y = b.emit("div", [cen, std], {}, b.fresh(name + "_norm"))
+    if weight is not None:
+        y = b.emit("mul", [y, weight], {}, b.fresh(name + "_gamma"))
+    if bias is not None:
+        y = b.emit("add", [y, bias], {}, b.fresh(name + "_beta"))
+    return b.rename_last(y, name)
+
+
 # ------------------------------------------------------------------------------------- module handlers
 def _mod_linear(b, name, m: nn.Linear, x):
     return _h_linear(b, name, x, m.weight, m.bias)
 
 
 def _mod_conv(b, name, m, x):
-    if m.padding_mode != "zeros":
+    if m.padding_mode == "zeros":
+        return _h_conv(b, name, x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+    if m.padding_mode not in ("reflect", "replicate"):
         raise _Unsupported(type(m).__name__, f"padding_mode={m.padding_mode!r}")
-    return _h_conv(b, name, x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+    # torch pads explicitly, then convolves without padding
+    nd = m.weight.dim() - 2
+    pads = _conv_pads(m.padding, list(m.weight.shape[2:]), _ntuple(m.dilation, nd), nd)
+    torch_pad = [p for i in reversed(range(nd)) for p in (pads[i], pads[nd + i])]
+    x = _h_pad(b, b.fresh(name + "_pad"), x, torch_pad, m.padding_mode)
+    return _h_conv(b, name, x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
 
 
 def _mod_conv_transpose(b, name, m, x, output_size=None):
@@ -744,6 +820,14 @@ _MODULES: dict[type, Callable] = {
     nn.Dropout2d: lambda b, n, m, x: x, nn.Dropout3d: lambda b, n, m, x: x,
     nn.AlphaDropout: lambda b, n, m, x: x,
     GroupSort: lambda b, n, m, x: _h_groupsort(b, n, x, m.group_size),
+    nn.ZeroPad2d: lambda b, n, m, x: _h_pad(b, n, x, m.padding),
+    nn.ConstantPad1d: lambda b, n, m, x: _h_pad(b, n, x, m.padding, "constant", m.value),
+    nn.ConstantPad2d: lambda b, n, m, x: _h_pad(b, n, x, m.padding, "constant", m.value),
+    nn.ReflectionPad2d: lambda b, n, m, x: _h_pad(b, n, x, m.padding, "reflect"),
+    nn.ReplicationPad2d: lambda b, n, m, x: _h_pad(b, n, x, m.padding, "replicate"),
+    nn.Upsample: lambda b, n, m, x: _h_interpolate(b, n, x, m.size, m.scale_factor, m.mode, m.align_corners,
+                                                   m.recompute_scale_factor),
+    nn.LayerNorm: lambda b, n, m, x: _h_layer_norm(b, n, x, m.normalized_shape, m.weight, m.bias, m.eps),
 }
 
 _FUNCTIONS: dict[Any, Callable] = {
@@ -777,6 +861,7 @@ _FUNCTIONS: dict[Any, Callable] = {
     torch.unsqueeze: _h_unsqueeze, torch.permute: _h_permute, torch.transpose: _h_transpose,
     torch.sum: _reduce("reducesum"), torch.mean: _reduce("reducemean"),
     operator.getitem: _h_getitem, builtins.getattr: _h_getattr,
+    F.pad: _h_pad, F.interpolate: _h_interpolate, F.layer_norm: _h_layer_norm,
 }
 
 _METHODS: dict[str, Callable] = {
@@ -846,12 +931,14 @@ def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold
     if fold_bn is None:
         fold_bn = not module.training
     fx_graph, root = _trace(module)
-    dtype = _param_dtype(module)
+    dtype, device = _param_dtype_device(module)
     names = _ir_names(fx_graph)
     tensor_names = {id(t): k for k, t in list(module.named_parameters()) + list(module.named_buffers())}
     b = _Builder(set(names.values()), dtype, bool(fold_bn), tensor_names)
+    b.device = device
     gen = torch.Generator().manual_seed(0)
-    example = torch.rand((EXAMPLE_BATCH, *input_shape), generator=gen, dtype=torch.float64).to(dtype) + 0.5
+    example = (torch.rand((EXAMPLE_BATCH, *input_shape), generator=gen, dtype=torch.float64) + 0.5).to(dtype=dtype,
+                                                                                                device=device)
     env: dict[fx.Node, Any] = {}
     n_inputs = 0
     out_val: Any = None
@@ -912,7 +999,7 @@ def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, e
         h = _MODULES.get(type(m))
         if h is None:
             raise _Unsupported(type(m).__name__, f"module {node.target[2:]!r} of type {type(m).__module__}.{type(m).__qualname__}")
-        return h(b, name, m, *args, **kwargs)
+        return _call(h, type(m).__name__, b, name, m, *args, **kwargs)
     if not _contains_val(args) and not _contains_val(kwargs):
         # constant folding: parameter views, shape arithmetic; keeps autograd for parameters
         fn = node.target if node.op == "call_function" else getattr(args[0], node.target)
@@ -926,7 +1013,16 @@ def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, e
         h = _METHODS.get(node.target)
         if h is None:
             raise _Unsupported(f"Tensor.{node.target}")
-    return h(b, name, *args, **kwargs)
+    return _call(h, _label(node.target), b, name, *args, **kwargs)
+
+
+def _call(h: Callable, what: str, *args, **kwargs) -> Any:
+    """Run a handler; a call it does not understand (unexpected arguments) is an unsupported use."""
+    try:
+        inspect.signature(h).bind(*args, **kwargs)
+    except TypeError as e:
+        raise _Unsupported(what, f"arguments not understood ({e})") from None
+    return h(*args, **kwargs)
 
 
 def _prune(nodes: list[Node], constants: dict[str, torch.Tensor], output: str):
