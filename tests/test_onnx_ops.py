@@ -166,7 +166,7 @@ CASES = [
         node("Shape", ["x"], ["s"]),
         node("ConstantOfShape", ["s"], ["z"], value=helper.make_tensor("v", 1, [1], [0.25])),
         node("Sub", ["x", "z"])]), -1, 1),
-    ("where_const_cond", single_op("Where", [1, 4], [], opset=13) if False else chain([1, 4], [
+    ("where_const_cond", chain([1, 4], [
         node("Where", ["cond", "x", "other"])], {"cond": np.array([True, False, True, False]), "other": w(4)}), -1, 1),
     ("equal_where", chain([1, 4], [node("Floor", ["x"], ["f"]), node("Equal", ["f", "zero"], ["e"]),
                                    node("Where", ["e", "x", "zero"])], {"zero": np.float32(0)}), -2, 2),
@@ -276,14 +276,16 @@ def test_unsupported_op_names_op_and_node(tmp_path):
     single_op("Softmax", [1, 4], axis=0),
     single_op("Add", [1, 3], [w(2, 3)]),
     single_op("Resize", [1, 1, 3, 3], [None, np.array([1, 1, 2, 2], np.float32)], mode="linear"),
-    single_op("Pad", [1, 2, 3], [i64(0, 1, 0, 0, 0, 0), np.float32(0)]),
+    single_op("Pad", [1, 2, 3], [i64(1, 0, 0, 0, 0, 0)]),
+    single_op("Pad", [1, 2, 3], [i64(0, 1, 0, 0, 0, 0)], mode="reflect"),
     single_op("Slice", [1, 2, 3], [i64(1), i64(2), i64(0)]),
-], ids=["concat_axis0", "transpose_batch", "softmax_batch", "bcast_batch", "resize_linear", "pad_channel_reflect_ok",
-        "slice_batch"])
+    chain([1, 4], [node("Gather", ["c", "x"])], {"c": w(3)}),
+    single_op("Dropout", [1, 4], [np.float32(0.5), np.array(True)]),
+    single_op("Conv", [1, 1, 4, 4], [w(1, 1, 2, 2)], auto_pad="BOGUS"),
+], ids=["concat_axis0", "transpose_batch", "softmax_batch", "bcast_batch", "resize_linear", "pad_batch",
+        "pad_reflect_channel", "slice_batch", "gather_variable_indices", "dropout_training", "conv_bad_auto_pad"])
 def test_batch_axis_and_attribute_forms_rejected(model):
     name = model.graph.node[0].op_type
-    if name == "Pad":  # padding a non-batch axis with constants is fine; pad the batch axis instead
-        model = single_op("Pad", [1, 2, 3], [i64(1, 0, 0, 0, 0, 0)])
     with pytest.raises(UnsupportedOpError, match=name):
         load_onnx(model)
 

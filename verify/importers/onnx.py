@@ -41,16 +41,15 @@ def _to_torch(arr: np.ndarray) -> torch.Tensor:
 class Builder:
     """Import state: the IR being built and what converters need to add to it."""
 
-    def __init__(self, where: str, opset: int, input_name: str, input_shape: tuple[int, ...], batched: bool,
-                 input_dtype: torch.dtype):
+    def __init__(self, where: str, opset: int, input_name: str, input_shape: tuple[int, ...], batched: bool):
         self.where = where
         self.opset = opset
         self.nodes: list[Node] = []
         self.constants: dict[str, torch.Tensor] = {}
         self.used: set[str] = {input_name}
         self.input = Value(input_name, tuple(input_shape), batched)
-        # values of the network at input 0 (batch 1): give each node's shape and dtype
-        self.samples: dict[str, torch.Tensor] = {input_name: torch.zeros((1, *input_shape), dtype=input_dtype)}
+        # values of the network at input 0 (batch 1, float64): give each node's shape and dtype
+        self.samples: dict[str, torch.Tensor] = {input_name: torch.zeros((1, *input_shape), dtype=torch.float64)}
         self._const_names: dict[int, tuple[np.ndarray, str]] = {}
         self.onnx_node: onnx.NodeProto | None = None
 
@@ -260,21 +259,18 @@ def _graph_input(model: onnx.ModelProto, where: str):
         else:
             raise InputError(f"{where}: input {inp.name!r} has a symbolic dimension {k}")
     np_dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else np.float32
-    torch_dt = torch.float64 if np_dt == np.float64 else torch.float32
     if not np.issubdtype(np_dt, np.floating):
         raise InputError(f"{where}: input {inp.name!r} is not floating point ({np_dt})")
     batched = len(dims) >= 2 and dims[0] == 1
-    return inp.name, tuple(dims[1:] if batched else dims), batched, torch_dt
+    return inp.name, tuple(dims[1:] if batched else dims), batched
 
 
 def convert(path_or_model) -> Graph:
     """ONNX -> Graph without the normalisation passes (see `load_onnx`)."""
     model, where = _read_model(path_or_model)
     opset = _opset(model)
-    name, shape, batched, dtype = _graph_input(model, where)
-    b = Builder(where, opset, name, shape, batched, dtype)
-    # the sample run only needs shapes and dtypes; evaluate it in float64 regardless of the file
-    b.samples[name] = b.samples[name].double()
+    name, shape, batched = _graph_input(model, where)
+    b = Builder(where, opset, name, shape, batched)
     env: dict[str, Value] = {name: b.input}
     for t in model.graph.initializer:
         try:

@@ -198,7 +198,7 @@ def _variadic(b, node, ins, at):
     acc = vals[0]
     for v in vals[1:]:
         acc = b.add(op, b.align([acc, v]))
-    return _var(b, acc) if not acc.is_const else b.unsupported("constant result")
+    return acc
 
 
 @converter("Where")
@@ -308,7 +308,7 @@ def _gemm(b, node, ins, at):
     return y
 
 
-def _conv_common(b, x, W, at, transpose: bool):
+def _conv_common(b, x, W, at):
     nd = W.ndim - 2
     k = _ints(at.get("kernel_shape", W.shape[2:]))
     if list(k) != list(W.shape[2:]):
@@ -325,7 +325,7 @@ def _conv_common(b, x, W, at, transpose: bool):
 def _conv(b, node, ins, at):
     x = _require_batched(b, _var(b, ins[0]))
     W = np.asarray(_const(b, ins[1], "weight"), dtype=np.float64)
-    nd, k, s, d, in_sp = _conv_common(b, x, W, at, False)
+    nd, k, s, d, in_sp = _conv_common(b, x, W, at)
     pads = _spatial_pads(b, at, in_sp, k, s, d)
     inputs = [x, b.const(W)]
     if len(ins) > 2 and ins[2] is not None:
@@ -337,7 +337,7 @@ def _conv(b, node, ins, at):
 def _convtranspose(b, node, ins, at):
     x = _require_batched(b, _var(b, ins[0]))
     W = np.asarray(_const(b, ins[1], "weight"), dtype=np.float64)
-    nd, k, s, d, in_sp = _conv_common(b, x, W, at, True)
+    nd, k, s, d, in_sp = _conv_common(b, x, W, at)
     if "output_shape" in at or at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
         b.unsupported("output_shape / SAME auto_pad")
     pads = [0] * (2 * nd) if at.get("auto_pad") == "VALID" else _ints(at.get("pads", [0] * (2 * nd)))
