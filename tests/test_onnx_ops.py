@@ -270,6 +270,12 @@ def test_unsupported_op_names_op_and_node(tmp_path):
     assert e.value.op == "Hardmax" and e.value.node == "hm" and "m.onnx" in str(e.value)
 
 
+def test_unsupported_op_on_a_dead_branch_is_ignored():
+    m = chain([1, 4], [node("Relu", ["x"], ["r"]), node("Hardmax", ["r"], ["dead"]), node("Neg", ["r"])])
+    g = load_onnx(m)
+    assert [n.op for n in g.nodes] == ["relu", "neg"]
+
+
 @pytest.mark.parametrize("model", [
     single_op("Concat", [1, 3], [w(1, 3)], axis=0),
     single_op("Transpose", [1, 2, 3], perm=[2, 1, 0]),

@@ -265,6 +265,18 @@ def _graph_input(model: onnx.ModelProto, where: str):
     return inp.name, tuple(dims[1:] if batched else dims), batched
 
 
+def _live_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes the graph outputs depend on, in file order (dead branches are never converted, so an
+    unsupported op there does not stop the import)."""
+    needed = {o.name for o in model.graph.output}
+    live = []
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(i for i in node.input if i)
+    return live[::-1]
+
+
 def convert(path_or_model) -> Graph:
     """ONNX -> Graph without the normalisation passes (see `load_onnx`)."""
     model, where = _read_model(path_or_model)
@@ -277,7 +289,7 @@ def convert(path_or_model) -> Graph:
             env[t.name] = b.const(numpy_helper.to_array(t))
         except Exception as e:
             raise InputError(f"{where}: cannot read initializer {t.name!r}: {e}") from None
-    for node in model.graph.node:
+    for node in _live_nodes(model):
         b.onnx_node = node
         if node.domain not in ("", "ai.onnx"):
             b.unsupported(f"domain {node.domain!r}")
