@@ -31,8 +31,8 @@ class Settings:
     # ... but at least this many seconds when the timeout allows (never more than half the timeout)
     attack_min_s: float = 2.0
     # PGD restarts per disjunct per round, and steps per round
-    attack_restarts: int = 64
-    attack_steps: int = 50
+    attack_restarts: int = 256
+    attack_steps: int = 30
     # torch threads (None: honour OMP_NUM_THREADS, else one thread; see verify.cli.configure_threads)
     threads: int | None = None
     # floating type of the hot path (attack gradients, bounds); counterexamples are always re-checked in float64

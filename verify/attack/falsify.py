@@ -4,7 +4,8 @@ violation is found or the time budget is spent.
 Order of work (every candidate goes through `verify.attack.recheck`, float64):
 1. the centre of every input box, then its corners (all of them for boxes with <= 12 free dimensions);
 2. rounds, each: a batch of uniform samples in every box, then PGD from restarts aimed at each disjunct —
-   half of them fresh uniform points, half the best points found so far, jittered.
+   half of them fresh uniform points, 3/8 uniform points with some coordinates snapped onto the box's
+   faces, 1/8 the best point found so far, jittered; the step size cycles over STEP_SIZES.
 The generator is seeded, so a run with the same seed and enough time gives the same answer.
 """
 from __future__ import annotations
@@ -23,6 +24,11 @@ from verify.spec.spec import Spec
 
 # upper limit on rows evaluated in one batched forward pass
 MAX_BATCH = 4096
+# initial PGD step (fraction of the box width per dimension), cycled over rounds: small steps keep restarts in
+# their own basin (many small basins are searched), large ones cross the box
+STEP_SIZES = (0.03, 0.01, 0.1)
+# probability that a coordinate of a face start is put on a bound of the box
+FACE_SNAP = 0.3
 
 
 @dataclass
@@ -87,7 +93,7 @@ class _Search:
 
 
 def falsify(graph: Graph, spec: Spec, time_budget: float, seed: int = 0, dtype: torch.dtype = torch.float32,
-            restarts: int = 64, steps: int = 50, samples: int = 1024) -> AttackResult:
+            restarts: int = 256, steps: int = 30, samples: int = 1024) -> AttackResult:
     """Search for an input in the spec's region whose output meets the unsafe condition.
 
     Stops at the first float64-verified violation or after `time_budget` seconds. `restarts` is the number
@@ -119,17 +125,23 @@ def falsify(graph: Graph, spec: Spec, time_budget: float, seed: int = 0, dtype: 
         region = torch.arange(P.n_regions).repeat_interleave(n_samples)
         if s.evaluate(uniform(P, region, s.gen), region):
             break
-        # PGD restarts: half fresh uniform, half jittered around the best point of the disjunct
+        # PGD restarts: fresh uniform points, some snapped onto faces of the box (violations often sit on
+        # the boundary), and a few jittered around the best point of the disjunct so far
         disjunct = torch.arange(J).repeat_interleave(per)
         x0 = uniform(P, P.region[disjunct], s.gen)
-        half = per // 2
-        if half:
-            sel = (torch.arange(J * per) % per) < half
-            width = P.upper[disjunct[sel]] - P.lower[disjunct[sel]]
-            noise = (torch.rand(width.shape, generator=s.gen, dtype=torch.float64).to(dtype) - 0.5) * 0.2 * width
-            jit = s.best_x[disjunct[sel]] + noise * (rounds % 3 != 1)
-            x0[sel] = torch.minimum(torch.maximum(jit, P.lower[disjunct[sel]]), P.upper[disjunct[sel]])
-        step0 = (0.1, 0.3, 0.03)[rounds % 3]
+        lo, hi = P.lower[disjunct], P.upper[disjunct]
+        k = torch.arange(J * per) % per
+        face = (k >= per // 2) & (k < per - per // 8)
+        if bool(face.any()):
+            snap = (torch.rand(x0.shape, generator=s.gen) < FACE_SNAP) & face.unsqueeze(1)
+            side = torch.rand(x0.shape, generator=s.gen) < 0.5
+            x0 = torch.where(snap, torch.where(side, hi, lo), x0)
+        near = k >= per - per // 8
+        if bool(near.any()):
+            width = hi[near] - lo[near]
+            noise = (torch.rand(width.shape, generator=s.gen, dtype=torch.float64).to(dtype) - 0.5) * 0.1 * width
+            x0[near] = torch.minimum(torch.maximum(s.best_x[disjunct[near]] + noise, lo[near]), hi[near])
+        step0 = STEP_SIZES[rounds % len(STEP_SIZES)]
         bx, bm, stopped = pgd(graph, P, x0, disjunct, steps, s.deadline, s.recheck, step0=step0)
         s.evaluations += x0.shape[0] * steps
         # keep the best PGD point of every disjunct
