@@ -301,3 +301,57 @@ def test_two_inputs_rejected():
     m.graph.input.append(helper.make_tensor_value_info("z", 1, [1, 3]))
     with pytest.raises(InputError, match="one network input"):
         load_onnx(m)
+
+
+# ------------------------------------------------------------------------ broadcasting, randomised
+def _random_broadcast_case(rng):
+    """A variable of ONNX shape (1, *dims) and a constant whose shape broadcasts against it."""
+    dims = [int(d) for d in rng.integers(1, 4, size=rng.integers(1, 4))]
+    full = [1] + dims
+    crank = int(rng.integers(0, len(full) + 2))
+    cshape = []
+    for k in range(crank):
+        j = len(full) - crank + k
+        if j < 0:  # leading axes beyond the variable's rank
+            cshape.append(int(rng.choice([1, 1, 2])))
+        else:
+            cshape.append(int(rng.choice([1, full[j], 2 if full[j] == 1 else full[j]])))
+    return full, cshape
+
+
+@pytest.mark.parametrize("seed", range(32))
+def test_broadcasting_matches_onnxruntime_or_is_rejected(seed):
+    rng = np.random.default_rng(seed)
+    shape, cshape = _random_broadcast_case(rng)
+    op = ["Add", "Sub", "Mul", "Div", "Max"][seed % 5]
+    c = rng.uniform(0.5, 1.5, cshape).astype(np.float32)
+    order = ["x", "c"] if seed % 2 else ["c", "x"]
+    m = chain(shape, [node("Tanh", ["x"], ["t"]), node(op, [n if n == "c" else "t" for n in order])], {"c": c})
+    out_shape = np.broadcast_shapes(tuple(shape), tuple(cshape))
+    lead = len(out_shape) - len(shape)  # axes in front of the batch axis
+    if any(d != 1 for d in out_shape[:lead + 1]):  # the batch axis would be broadcast or moved
+        with pytest.raises(UnsupportedOpError):
+            load_onnx(m)
+        return
+    g = load_onnx(m)
+    xs = rng.uniform(-1, 1, (3, *shape)).astype(np.float32)
+    ref = run_ort(m, xs).reshape(3, -1)
+    y = g.forward_flat(torch.from_numpy(xs).reshape(3, -1)).numpy()
+    assert y.shape == ref.shape and np.abs(y - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
+# ------------------------------------------------------------------------------ load_model dispatch
+def test_load_model_dispatch(tmp_path):
+    import onnx
+    from verify.importers import load_model
+    m = single_op("Relu", [1, 3])
+    p = tmp_path / "r.onnx"
+    onnx.save(m, p)
+    for arg in (p, str(p), m):
+        g = load_model(arg)
+        assert g.op_types() == {"relu"} and g.input_shape == (3,)
+    assert load_model(g) is g
+    with pytest.raises(InputError, match="r.txt"):
+        load_model(tmp_path / "r.txt")
+    with pytest.raises(InputError, match="int"):
+        load_model(3)
