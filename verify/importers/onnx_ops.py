@@ -740,8 +740,10 @@ def _resize(b, node, ins, at):
         mode = at.get("nearest_mode", "round_prefer_floor")
         if ctm == "tf_crop_and_resize":
             b.unsupported("tf_crop_and_resize")
-        scales = ins[2].array if len(ins) > 2 and ins[2] is not None and ins[2].array.size else None
-        if len(ins) > 3 and ins[3] is not None and ins[3].array.size:
+        scales = _const(b, ins[2], "scales") if len(ins) > 2 and ins[2] is not None else None
+        if scales is not None and scales.size == 0:
+            scales = None
+        if len(ins) > 3 and ins[3] is not None and _const(b, ins[3], "sizes").size:
             sizes = _ints(ins[3].array)
     if sizes is None:
         if scales is None:
