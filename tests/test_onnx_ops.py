@@ -288,8 +288,11 @@ def test_unsupported_op_on_a_dead_branch_is_ignored():
     chain([1, 4], [node("Gather", ["c", "x"])], {"c": w(3)}),
     single_op("Dropout", [1, 4], [np.float32(0.5), np.array(True)]),
     single_op("Conv", [1, 1, 4, 4], [w(1, 1, 2, 2)], auto_pad="BOGUS"),
+    single_op("Resize", [1, 1, 3, 3], [None, np.array([1, 1, 2, 2], np.float32)], mode="nearest",
+              coordinate_transformation_mode="tf_crop_and_resize"),
 ], ids=["concat_axis0", "transpose_batch", "softmax_batch", "bcast_batch", "resize_linear", "pad_batch",
-        "pad_reflect_channel", "slice_batch", "gather_variable_indices", "dropout_training", "conv_bad_auto_pad"])
+        "pad_reflect_channel", "slice_batch", "gather_variable_indices", "dropout_training", "conv_bad_auto_pad",
+        "resize_tf_crop"])
 def test_batch_axis_and_attribute_forms_rejected(model):
     name = model.graph.node[0].op_type
     with pytest.raises(UnsupportedOpError, match=name):

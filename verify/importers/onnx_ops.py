@@ -738,8 +738,10 @@ def _resize(b, node, ins, at):
     else:
         ctm = at.get("coordinate_transformation_mode", "half_pixel")
         mode = at.get("nearest_mode", "round_prefer_floor")
-        if ctm == "tf_crop_and_resize":
-            b.unsupported("tf_crop_and_resize")
+        if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric"):
+            b.unsupported(f"coordinate_transformation_mode={ctm!r}")
+        if mode not in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
+            b.unsupported(f"nearest_mode={mode!r}")
         scales = _const(b, ins[2], "scales") if len(ins) > 2 and ins[2] is not None else None
         if scales is not None and scales.size == 0:
             scales = None
