@@ -299,6 +299,12 @@ def test_batch_axis_and_attribute_forms_rejected(model):
         load_onnx(model)
 
 
+def test_malformed_node_is_an_input_error():
+    m = chain([1, 1, 4, 4], [node("MaxPool", ["x"])])  # kernel_shape is required
+    with pytest.raises(UnsupportedOpError, match="MaxPool.*kernel_shape"):
+        load_onnx(m)
+
+
 def test_two_inputs_rejected():
     m = make_model([node("Add", ["x", "z"])], [1, 3])
     m.graph.input.append(helper.make_tensor_value_info("z", 1, [1, 3]))

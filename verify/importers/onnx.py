@@ -308,7 +308,12 @@ def convert(path_or_model) -> Graph:
             conv = CONVERTERS.get(node.op_type)
             if conv is None:
                 b.unsupported()
-            outs = conv(b, node, ins, attributes(node))
+            try:
+                outs = conv(b, node, ins, attributes(node))
+            except InputError:
+                raise
+            except Exception as e:  # a malformed node (missing attribute, wrong arity, ...)
+                b.unsupported(f"cannot convert this node ({type(e).__name__}: {e})")
             if isinstance(outs, Value):
                 outs = [outs]
         for o, v in zip(node.output, outs):
