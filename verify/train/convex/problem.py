@@ -1,0 +1,137 @@
+"""The convex program of a two-layer ReLU network (Pilanci & Ergen 2020) and its optimality certificate.
+
+    minimise  ½‖Σ_i D_i X (v_i − w_i) − y‖² + β Σ_i (‖v_i‖₂ + ‖w_i‖₂)
+    s.t.      (2D_i − I) X v_i ≥ 0,   (2D_i − I) X w_i ≥ 0.
+
+Variables are stored as matrices V, W of shape (d, P) (column i is v_i / w_i). Its Lagrange dual is
+
+    maximise  −½‖λ‖² + λᵀy   s.t.  ‖Π_{K_i}(±Xᵀ D_i λ)‖ ≤ β  for every pattern i,
+
+with K_i = {u : (2D_i − I) X u ≥ 0}; at the optimum λ = y − ŷ. `certificate` turns any primal point into
+a feasible dual point (λ = y − ŷ, scaled into the dual feasible set, with ‖Π_K(g)‖ = min_{μ≥0}‖g + A_iᵀμ‖
+computed by non-negative least squares) so that primal − dual is a rigorous duality gap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+
+@dataclass
+class ConvexProblem:
+    """Data, patterns and regularisation of one convex training problem (X includes any bias column)."""
+
+    X: np.ndarray  # (n, d)
+    y: np.ndarray  # (n,)
+    D: np.ndarray  # (n, P) bool
+    beta: float
+
+    def __post_init__(self):
+        self.X = np.ascontiguousarray(self.X, dtype=float)
+        self.y = np.asarray(self.y, dtype=float).ravel()
+        self.D = np.asarray(self.D, dtype=bool)
+        if self.D.ndim != 2 or self.D.shape[0] != self.X.shape[0] or self.y.shape[0] != self.X.shape[0]:
+            raise ValueError("X (n, d), y (n,) and D (n, P) must agree on n")
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def P(self) -> int:
+        return self.D.shape[1]
+
+    @property
+    def signs(self) -> np.ndarray:
+        """(n, P) matrix 2D − 1 (+1 where the pattern is active)."""
+        return np.where(self.D, 1.0, -1.0)
+
+    def predict(self, V: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """ŷ = Σ_i D_i X (v_i − w_i) on the training data."""
+        return ((self.X @ (V - W)) * self.D).sum(axis=1)
+
+    def objective(self, V: np.ndarray, W: np.ndarray) -> float:
+        r = self.predict(V, W) - self.y
+        return float(0.5 * r @ r + self.beta * (np.linalg.norm(V, axis=0).sum() + np.linalg.norm(W, axis=0).sum()))
+
+    def cone_violation(self, V: np.ndarray, W: np.ndarray) -> float:
+        """max over all cone constraints of max(0, −(2D_i − I) X u_i)."""
+        S = self.signs
+        m = min(float((S * (self.X @ V)).min(initial=0.0)), float((S * (self.X @ W)).min(initial=0.0)))
+        return max(0.0, -m)
+
+    def project_to_cones(self, V: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean projection of every column onto its cone K_i (only columns that violate it move)."""
+        S = self.signs
+        out = []
+        for U in (V, W):
+            U = U.copy()
+            viol = (S * (self.X @ U)).min(axis=0) < 0
+            for i in np.flatnonzero(viol):
+                A = S[:, i:i + 1] * self.X  # (n, d): K_i = {u : A u >= 0}
+                # Π_K(u) = u + Aᵀμ*,  μ* = argmin_{μ≥0} ‖u + Aᵀμ‖ (Moreau decomposition)
+                mu, _ = nnls(A.T, -U[:, i], maxiter=50 * A.shape[0])
+                U[:, i] = U[:, i] + A.T @ mu
+            out.append(U)
+        return out[0], out[1]
+
+    def price(self, lam: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Dual constraint values ρ_v[i] = ‖Π_{K_i}(Xᵀ D_i λ)‖, ρ_w[i] = ‖Π_{K_i}(−Xᵀ D_i λ)‖ (≤ β when
+        λ is dual feasible). Upper bounds are exact up to the NNLS solver's accuracy; any μ ≥ 0 only
+        over-estimates ρ, so the resulting dual bound stays valid."""
+        idx = np.arange(self.P) if idx is None else np.asarray(idx)
+        G = self.X.T @ (self.D[:, idx] * lam[:, None])  # (d, |idx|)
+        S = self.signs[:, idx]
+        rv = np.empty(len(idx))
+        rw = np.empty(len(idx))
+        for k in range(len(idx)):
+            A = S[:, k:k + 1] * self.X
+            g = G[:, k]
+            # ‖Π_K(g)‖ = dist(g, K°) with K° = {−Aᵀμ : μ ≥ 0}
+            rv[k] = _cone_dist(A, g)
+            rw[k] = _cone_dist(A, -g)
+        return rv, rw
+
+    def dual_value(self, lam: np.ndarray, rho_max: float) -> tuple[float, float]:
+        """Best dual objective along the ray s·λ that stays feasible; returns (value, s)."""
+        ll = float(lam @ lam)
+        ly = float(lam @ self.y)
+        if ll == 0.0:
+            return 0.0, 0.0
+        s = ly / ll
+        if rho_max > 0:
+            s = min(s, self.beta / rho_max)
+        s = max(s, 0.0)
+        return -0.5 * s * s * ll + s * ly, s
+
+    def certificate(self, V: np.ndarray, W: np.ndarray) -> dict:
+        """Primal value, a rigorous dual lower bound, the gap and the cone violation of (V, W)."""
+        primal = self.objective(V, W)
+        lam = self.y - self.predict(V, W)
+        rv, rw = self.price(lam)
+        rho = float(max(rv.max(initial=0.0), rw.max(initial=0.0)))
+        dual, s = self.dual_value(lam, rho)
+        gap = primal - dual
+        return {
+            "primal": primal,
+            "dual": dual,
+            "gap": gap,
+            "rel_gap": gap / max(abs(primal), 1e-300),
+            "cone_violation": self.cone_violation(V, W),
+            "dual_scale": s,
+            "max_dual_constraint": rho / self.beta,
+        }
+
+
+def _cone_dist(A: np.ndarray, g: np.ndarray) -> float:
+    """min_{μ≥0} ‖g + Aᵀμ‖ = ‖Π_{K}(g)‖ for K = {u : A u ≥ 0}."""
+    if np.all(A @ g >= 0):  # g ∈ K: it is its own projection
+        return float(np.linalg.norm(g))
+    _, r = nnls(A.T, -g, maxiter=50 * A.shape[0])
+    return float(r)
