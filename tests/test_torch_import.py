@@ -8,7 +8,7 @@ from torch import nn
 
 from verify.errors import InputError, UnsupportedOpError
 from verify.graph.ops import OPS
-from verify.importers.torch import load_torch
+from verify.importers.torch import load_torch, snapshot_constants
 from verify.nn import GroupSort
 
 
@@ -93,15 +93,15 @@ def test_cnn_with_batchnorm_pool_flatten():
         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 2 * 2, 10), nn.BatchNorm1d(10), nn.Sigmoid(),
         nn.Dropout(), nn.Linear(10, 4))
     _randomise_bn(net)
-    net.eval()
-    g_fold = check_equal(net, (2, 16, 16))  # eval mode: folded by default
-    assert "batchnorm" not in g_fold.op_types() and [n.op for n in g_fold.nodes].count("sub") == 0
-    g_live = check_equal(net, (2, 16, 16), fold_bn=False)
+    g_live = check_equal(net, (2, 16, 16))  # default: BatchNorm as live per-channel sub/div/mul/add
     assert [n.op for n in g_live.nodes].count("sub") == 3
-    net.train()
-    g_train = load_torch(net, (2, 16, 16))  # training mode: BatchNorm stays live (not folded)
-    assert [n.op for n in g_train.nodes].count("sub") == 3
-    check_equal(net, (2, 16, 16), fold_bn=True)
+    assert len(snapshot_constants(g_live)) == 3  # sqrt(running_var + eps) of each BatchNorm
+    g_live = load_torch(net, (2, 16, 16))
+    assert g_live.constants["1.running_mean.view"]._base is net[1].running_mean
+    g_fold = check_equal(net, (2, 16, 16), fold_bn=True)
+    assert [n.op for n in g_fold.nodes].count("sub") == 0
+    assert len(snapshot_constants(g_fold)) == 6  # weight and bias of the 3 layers that absorbed a BatchNorm
+    assert not any(t.requires_grad for k, t in g_fold.constants.items() if k in snapshot_constants(g_fold))
 
 
 @pytest.mark.parametrize("layer,shape", [
@@ -276,8 +276,43 @@ def test_gradients_reach_every_parameter():
     net = ResNet()
     _randomise_bn(net)
     net.eval()  # eval semantics for the module reference; BatchNorm kept live so its gamma/beta get grads
-    _check_grads(net, (1, 8, 8), fold_bn=False)
-    _check_grads(net, (1, 8, 8), fold_bn=True)  # folded weights are still expressions of the parameters
+    _check_grads(net, (1, 8, 8))
+
+
+def test_repeated_backward_and_snapshots():
+    """Backward through the same Graph works any number of times (alpha-CROWN, training loops); computed
+    constants (folded BatchNorm, expressions of parameters, parametrizations) are detached snapshots."""
+    torch.manual_seed(0)
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3))
+            self.fc = nn.utils.parametrizations.orthogonal(nn.Linear(4, 4))
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(self.fc(torch.relu(x @ (2.0 * self.w).t())) + x @ self.w.t())
+
+    net = Scaled()
+    g = check_equal(net, (3,))
+    snaps = snapshot_constants(g)
+    assert len(snaps) == 2  # 2 * w and the orthogonal weight
+    assert not any(g.constants[k].requires_grad for k in snaps)
+    assert g.constants["w"] is net.w  # x @ w.t() is linear(x, w) with the parameter itself
+    assert g.constants["out.weight"] is net.out.weight
+    x = torch.randn(5, 3)
+    for _ in range(3):
+        net.zero_grad()
+        g.forward(x).sum().backward()
+        assert net.out.weight.grad is not None and net.w.grad is not None
+    bn_net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+    _randomise_bn(bn_net)
+    g2 = load_torch(bn_net, (1, 4, 4), fold_bn=True)
+    for _ in range(3):
+        bn_net.zero_grad()
+        g2.forward(torch.randn(2, 1, 4, 4)).sum().backward()
+    assert bn_net[4].weight.grad is not None and bn_net[0].weight.grad is None  # folded: a snapshot
 
 
 def test_graph_follows_optimizer_updates():
@@ -286,7 +321,7 @@ def test_graph_follows_optimizer_updates():
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
                         nn.Linear(3 * 4 * 4, 6), GroupSort(2), nn.Linear(6, 2))
     _randomise_bn(net)
-    g = load_torch(net, (1, 6, 6))  # training mode: BatchNorm not folded
+    g = load_torch(net, (1, 6, 6))
     net.eval()
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)

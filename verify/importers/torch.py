@@ -5,20 +5,24 @@ nodes (`verify.graph.ops.OPS`) and evaluating each on a small example batch to l
 of every value (and to resolve shape arithmetic such as `x.view(x.size(0), -1)`). Anything that does not
 depend on the input (parameter views, `W.t()`, shape tuples) is evaluated eagerly with torch.
 
-Trainability: the module's parameters are stored in `Graph.constants` as the very `Parameter` objects
-(no clone, no detach); where an op needs a transposed or reshaped weight the constant is a view of the
-parameter. A forward or bound computation through the Graph is therefore differentiable w.r.t. the
-module's weights and follows in-place optimiser updates, which certified training relies on.
+Trainability: the module's parameters (and buffers) are stored in `Graph.constants` as the very tensor
+objects (no clone, no detach); where an op needs a transposed or reshaped weight the constant is a view of
+the parameter (`W.t()`, `gamma.view(C, 1, 1)`). A forward or bound computation through the Graph is
+therefore differentiable w.r.t. the module's weights, any number of times, and follows in-place optimiser
+updates, which certified training relies on. A constant that is a computed expression of parameters
+(BatchNorm folded into a conv, `2 * self.w` inside forward, a torch.nn.utils.parametrize weight) cannot be
+either: its value would go stale after an update and its autograd history would be consumed by the first
+backward. Such constants are stored detached, as a snapshot of their value at import time (re-import after
+changing the weights); so is BatchNorm's sqrt(running_var + eps). `snapshot_constants(g)` lists them.
 
 Semantics: the Graph is the module's *inference* function: Dropout is the identity and BatchNorm uses its
-running statistics, whatever `module.training` says. BatchNorm folding (`fold_bn`):
-  * `fold_bn=True` folds a BatchNorm that directly follows a conv / linear (and is its only user) into
-    that layer's weights. The folded weights are differentiable expressions of the parameters but a
-    snapshot: later in-place updates of the module do not reach them.
-  * `fold_bn=False` emits per-channel sub/div/mul/add nodes whose constants are views of the live
-    running statistics and affine parameters.
-  * `fold_bn=None` (default) folds when the module is in eval mode and keeps BatchNorm live (unfolded)
-    when it is in training mode.
+running statistics, whatever `module.training` says. BatchNorm (`fold_bn`):
+  * `fold_bn=False` (default) emits per-channel sub/div/mul/add nodes whose constants are views of the
+    live running mean and affine parameters (trainable, in sync with the module) and the snapshot
+    sqrt(running_var + eps).
+  * `fold_bn=True` folds a BatchNorm that directly follows a conv / linear (and is that layer's only user)
+    into the layer's weights: fewer nodes, same bounds (the per-channel affine map is exact under IBP and
+    CROWN), but the folded weights are snapshots (see above). `export_onnx` uses it.
 
 Unsupported modules or functions raise `UnsupportedOpError(op, node)`; a module that torch.fx cannot
 trace (data-dependent control flow, ...) raises `InputError`.
@@ -95,6 +99,13 @@ def _param_dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
     return torch.get_default_dtype(), torch.device("cpu")
 
 
+def _snapshot(t: torch.Tensor, detach: bool = True) -> torch.Tensor:
+    """Mark `t` (detached unless told otherwise) as a value fixed at import time, for `snapshot_constants`."""
+    s = t.detach() if detach else t
+    s._verify_snapshot = True
+    return s
+
+
 # =============================================================================================== builder
 class _Builder:
     """Accumulates IR nodes and constants while walking the fx graph."""
@@ -105,11 +116,14 @@ class _Builder:
         self.tensor_names = dict(tensor_names or {})  # id(parameter or buffer) -> its qualified name
         self.constants: dict[str, torch.Tensor] = {}
         self._const_ids: dict[int, str] = {}
+        self._keep: list[torch.Tensor] = []
         self.used = set(used_names) | {INPUT_NAME}
         self.dtype = dtype
         self.device = torch.device("cpu")
         self.fold_bn = fold_bn
         self.producer: dict[str, Node] = {}
+        self.param_storages: set[int] = set()  # storages of the module's parameters and buffers
+        self.param_layouts: dict[tuple, torch.Tensor] = {}  # (data_ptr, shape, stride, dtype) -> parameter
         # BatchNorms to fold after conversion: (producer node name, module, names of the BN's own nodes)
         self.bn_candidates: list[tuple[str, nn.Module, list[str]]] = []
 
@@ -125,18 +139,44 @@ class _Builder:
         self.used.add(f"{base}_{k}")
         return f"{base}_{k}"
 
+    def stored(self, t: torch.Tensor) -> torch.Tensor:
+        """What the Graph keeps for tensor `t`: `t` itself when it is a parameter, buffer or plain constant,
+        or a view of a parameter's or buffer's storage (live: follows in-place updates, and its autograd
+        history, made of views only, can be backpropagated through any number of times); otherwise (a
+        computed expression of parameters) a detached snapshot."""
+        if t.grad_fn is None or t.untyped_storage().data_ptr() in self.param_storages:
+            return t
+        return _snapshot(t)
+
+    def view(self, t: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """A view `fn(t)` (reshape, transpose, ...) of a weight, named after it."""
+        v = fn(t)
+        same = self.param_layouts.get((v.data_ptr(), tuple(v.shape), tuple(v.stride()), v.dtype))
+        if same is not None:  # e.g. (W.t()).t(): store the parameter itself
+            return same
+        if getattr(t, "_verify_snapshot", False):
+            _snapshot(v, detach=False)
+        if id(t) in self.tensor_names:
+            self.tensor_names[id(v)] = self.tensor_names[id(t)] + ".view"
+        return v
+
     def const(self, t: torch.Tensor, hint: str) -> str:
-        """Register tensor `t` (kept as is: a Parameter stays the Parameter) and return its name."""
-        name = self._const_ids.get(id(t))
-        if name is not None and self.constants[name] is t:
+        """Register tensor `t` (kept as is: a Parameter stays the Parameter) and return its name.
+
+        A computed expression of parameters (e.g. a parametrized weight) is stored detached (`stored`)."""
+        key = id(t)
+        name = self._const_ids.get(key)
+        if name is not None:
             return name
         if hint in self.used:
             hint = self.fresh(hint)
         else:
             self.used.add(hint)
-        self.constants[hint] = t
-        self._const_ids[id(t)] = hint
+        self.constants[hint] = self.stored(t)
+        self._const_ids[key] = hint
+        self._keep.append(t)  # keeps `id(t)` from being reused by another tensor during the import
         return hint
+
 
     def arg(self, v: Any, hint: str) -> str:
         """IR name for an operand: a batched value, a tensor constant or a Python number."""
@@ -368,9 +408,9 @@ def _h_neg(b, name, x):
 def _h_matmul(b, name, x, y):
     if _is_val(x) and isinstance(y, torch.Tensor) and y.dim() == 2:
         # x @ W with a constant (in, out) matrix is `linear` with W^T, kept as a live view
-        return b.emit("linear", [x, y.t()], {}, name)
+        return b.emit("linear", [x, b.view(y, lambda u: u.t())], {}, name)
     if _is_val(x) and isinstance(y, torch.Tensor) and y.dim() == 1:
-        out = b.emit("linear", [x, y.unsqueeze(0)], {}, b.fresh(name + "_lin"))
+        out = b.emit("linear", [x, b.view(y, lambda u: u.unsqueeze(0))], {}, b.fresh(name + "_lin"))
         return b.reshape(out, tuple(out.ex.shape[:-1]), name)
     return b.emit("matmul", [x, y], {}, name)
 
@@ -652,17 +692,12 @@ def _h_batchnorm(b: _Builder, name: str, x: _Val, m: nn.modules.batchnorm._Batch
         raise _Unsupported("batchnorm", "track_running_stats=False (batch statistics only)")
     shape = (x.ex.shape[1],) + (1,) * (x.rank - 2)
 
-    def view(t):
-        if t.shape == shape:
-            return t
-        v = t.view(shape)  # a live view: follows in-place updates, differentiable w.r.t. `t`
-        if id(t) in b.tensor_names:
-            b.tensor_names[id(v)] = b.tensor_names[id(t)] + ".view"
-        return v
+    def view(t):  # a live view: follows in-place updates, differentiable w.r.t. `t`
+        return t if t.shape == shape else b.view(t, lambda u: u.view(shape))
 
     producer = b.producer.get(x.name)
     first = len(b.nodes)
-    std = torch.sqrt(m.running_var + m.eps)
+    std = _snapshot(torch.sqrt(m.running_var + m.eps))  # fixed at import: the IR has no constant arithmetic
     if id(m.running_var) in b.tensor_names:
         b.tensor_names[id(std)] = b.tensor_names[id(m.running_var)].rsplit(".", 1)[0] + ".running_std"
     y = b.emit("sub", [x, view(m.running_mean)], {}, b.fresh(name + "_center"))
@@ -680,8 +715,8 @@ def _h_batchnorm(b: _Builder, name: str, x: _Val, m: nn.modules.batchnorm._Batch
 def _fold_batchnorms(b: _Builder, nodes: list[Node], output: str) -> list[Node]:
     """Fold each candidate BatchNorm into the conv/linear before it when the BN is that layer's only user.
 
-    The folded weights W * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps), are differentiable
-    expressions of the parameters (a snapshot). The layer node takes the BN output's name and place."""
+    The folded weights W * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps), are detached
+    snapshots. The layer node takes the BN output's name and place."""
     for prod_name, m, bn_names in b.bn_candidates:
         by_name = {n.name: n for n in nodes}
         if prod_name not in by_name or any(n not in by_name for n in bn_names):
@@ -694,8 +729,8 @@ def _fold_batchnorms(b: _Builder, nodes: list[Node], output: str) -> list[Node]:
         bias = b.constants[layer.inputs[2]] if len(layer.inputs) > 2 else None
         s = (m.weight if m.weight is not None else 1.0) / torch.sqrt(m.running_var + m.eps)
         shift = (m.bias if m.bias is not None else 0.0) - m.running_mean * s
-        w_f = w * s.reshape((-1,) + (1,) * (w.dim() - 1))
-        b_f = shift if bias is None else bias * s + shift
+        w_f = _snapshot(w * s.reshape((-1,) + (1,) * (w.dim() - 1)))  # see the module docstring
+        b_f = _snapshot(shift if bias is None else bias * s + shift)
         layer.inputs = [layer.inputs[0], b.const(w_f, bn_names[-1] + ".folded_weight"),
                         b.const(b_f, bn_names[-1] + ".folded_bias")]
         layer.name = bn_names[-1]
@@ -911,14 +946,14 @@ def _label(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold_bn: bool | None = None,
+def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold_bn: bool = False,
                name: str | None = None) -> Graph:
     """Convert `module` into a verification `Graph`.
 
     `input_shape` is the per-sample input shape (no batch axis), e.g. (1, 28, 28) or (784,). The returned
     Graph has input "input" of that shape; its constants hold the module's own Parameter objects, so
-    `graph.forward(x)` is differentiable w.r.t. the module's weights. `fold_bn`: see the module docstring
-    (None = fold BatchNorm into the preceding conv/linear iff the module is in eval mode).
+    `graph.forward(x)` is differentiable w.r.t. the module's weights. `fold_bn=True` folds BatchNorm into
+    the preceding conv/linear (weights then become detached snapshots; see the module docstring).
     """
     if not isinstance(module, nn.Module):
         raise InputError(f"torch import: expected an nn.Module, got {type(module).__name__}")
@@ -928,14 +963,15 @@ def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold
         raise InputError(f"torch import: input_shape must be a tuple of ints, got {input_shape!r}") from e
     if any(s <= 0 for s in input_shape):
         raise InputError(f"torch import: input_shape must be positive, got {input_shape}")
-    if fold_bn is None:
-        fold_bn = not module.training
     fx_graph, root = _trace(module)
     dtype, device = _param_dtype_device(module)
     names = _ir_names(fx_graph)
     tensor_names = {id(t): k for k, t in list(module.named_parameters()) + list(module.named_buffers())}
     b = _Builder(set(names.values()), dtype, bool(fold_bn), tensor_names)
     b.device = device
+    tensors = list(module.parameters()) + list(module.buffers())
+    b.param_storages = {t.untyped_storage().data_ptr() for t in tensors}
+    b.param_layouts = {(t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype): t for t in tensors}
     gen = torch.Generator().manual_seed(0)
     example = (torch.rand((EXAMPLE_BATCH, *input_shape), generator=gen, dtype=torch.float64) + 0.5).to(dtype=dtype,
                                                                                                 device=device)
@@ -960,6 +996,16 @@ def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold
     nodes = _fold_batchnorms(b, nodes, out_val.name)
     nodes, constants = _prune(nodes, b.constants, out_val.name)
     return Graph(INPUT_NAME, input_shape, nodes, constants, out_val.name, name or type(module).__name__)
+
+
+def _module_handler(m: nn.Module) -> Callable | None:
+    """Handler for a leaf module: by its class, or by a base class whose forward it inherits unchanged
+    (e.g. the ParametrizedLinear that torch.nn.utils.parametrize derives from nn.Linear)."""
+    for cls in type(m).__mro__:
+        h = _MODULES.get(cls)
+        if h is not None:
+            return h if type(m).forward is cls.forward else None
+    return None
 
 
 def _ir_names(fx_graph: fx.Graph) -> dict[fx.Node, str]:
@@ -996,7 +1042,7 @@ def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, e
     kwargs = _map(node.kwargs, env)
     if node.op == "call_module":
         m = root.get_submodule(node.target)
-        h = _MODULES.get(type(m))
+        h = _module_handler(m)
         if h is None:
             raise _Unsupported(type(m).__name__, f"module {node.target[2:]!r} of type {type(m).__module__}.{type(m).__qualname__}")
         return _call(h, type(m).__name__, b, name, m, *args, **kwargs)
@@ -1004,7 +1050,12 @@ def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, e
         # constant folding: parameter views, shape arithmetic; keeps autograd for parameters
         fn = node.target if node.op == "call_function" else getattr(args[0], node.target)
         call_args = args if node.op == "call_function" else args[1:]
-        return fn(*call_args, **kwargs)
+        out = fn(*call_args, **kwargs)
+        if isinstance(out, torch.Tensor) and id(out) not in b.tensor_names:  # name it after its source
+            src = next((b.tensor_names[id(a)] for a in args if isinstance(a, torch.Tensor) and id(a) in b.tensor_names),
+                       None)
+            b.tensor_names[id(out)] = f"{src}.{_label(node.target)}" if src else name
+        return out
     if node.op == "call_function":
         h = _FUNCTIONS.get(node.target)
         if h is None:
@@ -1023,6 +1074,11 @@ def _call(h: Callable, what: str, *args, **kwargs) -> Any:
     except TypeError as e:
         raise _Unsupported(what, f"arguments not understood ({e})") from None
     return h(*args, **kwargs)
+
+
+def snapshot_constants(graph: Graph) -> list[str]:
+    """Names of the constants of an imported Graph that depend on parameters but are detached snapshots."""
+    return [k for k, t in graph.constants.items() if isinstance(t, torch.Tensor) and getattr(t, "_verify_snapshot", False)]
 
 
 def _prune(nodes: list[Node], constants: dict[str, torch.Tensor], output: str):
