@@ -73,11 +73,13 @@ def _project(engine: BoundEngine, alphas: dict, bounds: dict) -> None:
 
 def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor,
                 opts: AlphaOptions | None = None, splits: Splits | None = None, betas: dict | None = None,
-                warm_alphas: dict | None = None, return_state: bool = False):
+                warm_alphas: dict | None = None, return_state: bool = False,
+                shift: torch.Tensor | None = None):
     """Optimised lower bounds of C·y (B, S) over the boxes. Never worse than CROWN's.
 
     `betas` (β-CROWN) are optimised jointly when given: {value: (beta tensor with requires_grad, sign)}.
     With `return_state`, also returns (best bounds dict of CROWN intermediate values, alphas).
+    `shift` (S,) is subtracted from every row (bounds of C·y - shift, e.g. a spec's C·y - d).
     """
     opts = opts or AlphaOptions()
     t0 = time.perf_counter()
@@ -86,7 +88,9 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
     S = C.shape[1]
     with torch.no_grad():
         lb0, bounds = engine.compute(lower, upper, C, splits=splits, return_bounds=True)
-    best = lb0.clone()
+    if shift is None:
+        shift = torch.zeros(C.shape[1], dtype=lb0.dtype, device=lb0.device)
+    best = lb0 - shift
     alphas = init_alphas(engine, bounds, B, S, opts.optimize_intermediate, warm_alphas)
     params = [a for g in alphas.values() for a in g.values()]
     if betas:
@@ -105,6 +109,7 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
         else:
             cur_bounds = bounds
             lb = engine.backward(engine.graph.output, A0, bounds, lower, upper, alphas["__output__"], betas)
+        lb = lb - shift
         improved = lb.detach() > best + 1e-8
         if improved.any():
             best = torch.maximum(best, lb.detach())

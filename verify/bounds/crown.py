@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from verify.bounds.forward import forward_bounds
+from verify.bounds.forward import supported as forward_supported
 from verify.bounds.interval import node_ibp, rule_for
 from verify.bounds.ops.linear import is_affine
 from verify.errors import UnsupportedOpError
@@ -71,12 +73,17 @@ class BoundEngine:
                     if not graph.is_const(i):
                         self.relaxed_inputs.setdefault(i, []).append(n)
         self.unary_nodes = [n for n in self.nodes if self.kind[n.name] == "unary"]
+        self.forward_ok = forward_supported(self)
 
     # ----------------------------------------------------------------------------------- backward
     def backward(self, start: str, A0: torch.Tensor, bounds: dict, lower: torch.Tensor, upper: torch.Tensor,
                  alphas: dict[str, torch.Tensor] | None = None,
-                 betas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+                 betas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 collect: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Lower bound of A0·v_start over each box: returns (B, S).
+
+        When `collect` is a dict, it receives the linear coefficients A of every value fully propagated
+        (keyed by value name, plus the graph input), for branching heuristics.
 
         `A0` has shape (B, S, *shape(start)). `alphas[node]` are relaxation parameters of unary nodes for
         this objective (per row: (B, S, *shape) or shared: (B, *shape)). `betas[value]` = (beta, sign):
@@ -96,6 +103,8 @@ class BoundEngine:
             if betas and node.name in betas:
                 beta, sign = betas[node.name]
                 A = A - beta * sign.unsqueeze(1)
+            if collect is not None:
+                collect[node.name] = A
             kind = self.kind[node.name]
             if kind == "affine":
                 bias = bias + self._affine_backward(node, A, As)
@@ -104,20 +113,36 @@ class BoundEngine:
                 l, u = bounds[src]
                 alpha = alphas.get(node.name) if alphas else None
                 lw, lb, uw, ub = self.rules[node.name].relax(l, u, node.attrs, alpha)
-                lw, lb, uw, ub = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lw, lb, uw, ub))
-                Ap = A.clamp(min=0)
-                An = A.clamp(max=0)
-                bias = bias + (Ap * lb + An * ub).flatten(2).sum(-1)
-                self._accumulate(As, src, Ap * lw + An * uw)
+                pos = A >= 0
+                lw_, uw_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lw, uw))
+                self._accumulate(As, src, A * torch.where(pos, lw_, uw_))
+                bias = bias + self._relax_bias(A, pos, lb, ub)
             else:  # pragma: no cover - special ops register their own backward
                 raise UnsupportedOpError(node.op, node.name)
         A_in = As.pop(graph.input_name, None)
         if A_in is None:
             return bias
+        if collect is not None:
+            collect[graph.input_name] = A_in
         centre = ((upper + lower) / 2).reshape(B, 1, -1)
         radius = ((upper - lower) / 2).reshape(B, 1, -1)
         A_in = A_in.reshape(B, S, -1)
         return bias + (A_in * centre).sum(-1) - (A_in.abs() * radius).sum(-1)
+
+    @staticmethod
+    def _relax_bias(A: torch.Tensor, pos: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+        """Sum over neurons of A⁺·lb + A⁻·ub, shape (B, S); a batched matmul when offsets are shared by rows."""
+        B, S = A.shape[:2]
+        if lb.dim() == A.dim() - 1:  # offsets (B, *shape), shared by every row
+            Af = A.reshape(B, S, -1)
+            pf = pos.reshape(B, S, -1)
+            zero_lb = not bool(lb.any())
+            An = torch.where(pf, torch.zeros((), dtype=A.dtype, device=A.device), Af)
+            out = torch.bmm(An, ub.reshape(B, -1, 1)).squeeze(-1)
+            if not zero_lb:
+                out = out + torch.bmm(Af - An, lb.reshape(B, -1, 1)).squeeze(-1)
+            return out
+        return torch.where(pos, A * lb, A * ub).flatten(2).sum(-1)
 
     @staticmethod
     def _accumulate(As: dict, name: str, A: torch.Tensor) -> None:
@@ -171,21 +196,37 @@ class BoundEngine:
     # -------------------------------------------------------------------------------------- sweep
     def compute(self, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None,
                 method: str = "crown", alphas: dict | None = None, betas: dict | None = None,
-                splits: Splits | None = None, return_bounds: bool = False):
+                splits: Splits | None = None, return_bounds: bool = False,
+                collect: dict | None = None, intermediate: str = "auto"):
         """Lower bounds of C·y over each box (B, S); with C None, returns (lower, upper) of the output.
 
         method: "ibp" (intervals only), "crown" (CROWN intermediate and final bounds), "crown-ibp"
-        (IBP intermediate bounds, CROWN at the output). `alphas` maps a start value ("__output__" for the
+        (IBP intermediate bounds, CROWN at the output). With "crown", `intermediate` picks how
+        intermediate bounds are computed: "backward" (CROWN from each value), "forward" (forward-mode linear
+        bounds, cheap for few inputs) or "auto" (forward when the input has <= 16 dimensions and every op
+        supports it, unless α parameters for intermediate values are given). `alphas` maps a start value ("__output__" for the
         final objective, or an intermediate value name) to {unary node name: alpha tensor}.
         """
         graph = self.graph
         B = lower.shape[0]
         lower = lower.reshape(B, *graph.input_shape)
         upper = upper.reshape(B, *graph.input_shape)
-        bounds = {graph.input_name: (lower, upper)}
         signs = splits.signs if splits else {}
-        for node in self.nodes:
+        if method == "crown" and intermediate == "auto":
+            intermediate = "hybrid" if (graph.input_size <= 16 and self.forward_ok
+                                        and not (alphas and len(alphas) > 1)) else "backward"
+        fwd = None
+        if method == "crown" and intermediate in ("forward", "hybrid"):
+            fwd = forward_bounds(self, lower, upper, signs)
+        if method == "crown" and intermediate == "forward":
+            bounds, nodes = fwd, []
+        else:
+            bounds = {graph.input_name: (lower, upper)}
+            nodes = self.nodes
+        for node in nodes:
             l, u = node_ibp(graph, node, bounds, lower.dtype, lower.device)
+            if fwd is not None:
+                l, u = torch.maximum(l, fwd[node.name][0]), torch.minimum(u, fwd[node.name][1])
             if method == "crown" and node.name in self.relaxed_inputs and node.name != graph.output:
                 l, u = self._tighten(node, l, u, bounds, lower, upper,
                                      alphas.get(node.name) if alphas else None, signs)
@@ -210,7 +251,7 @@ class BoundEngine:
             Cfull = C if C.dim() == 3 else C.unsqueeze(0).expand(B, -1, -1)
         A0 = Cfull.reshape(B, Cfull.shape[1], *out_shape).to(lower.dtype)
         a = alphas.get("__output__") if alphas else None
-        lb = self.backward(out, A0, bounds, lower, upper, a, betas)
+        lb = self.backward(out, A0, bounds, lower, upper, a, betas, collect)
         if C is None:
             l, u = lb[:, :n_out].reshape(B, *out_shape), (-lb[:, n_out:]).reshape(B, *out_shape)
             il, iu = bounds[out]
@@ -238,11 +279,15 @@ class BoundEngine:
         s = signs.get(node.name)
         if s is not None:
             need &= s == 0
-        idx = need.reshape(B, -1).any(0).nonzero().flatten()
+        needf = need.reshape(B, -1)
+        idx = needf.any(0).nonzero().flatten()
         k = idx.numel()
         if k == 0:
             return l, u
         n = l[0].numel()
+        pairs = int(needf.sum())
+        if alphas is None and B > 1 and pairs < 0.5 * B * k:
+            return self._tighten_sparse(node, l, u, needf, bounds, lower, upper)
         A0 = torch.zeros(B, 2 * k, n, dtype=l.dtype, device=l.device)
         ar = torch.arange(k, device=l.device)
         A0[:, ar, idx] = 1.0
@@ -254,4 +299,26 @@ class BoundEngine:
         new_u = torch.minimum(uf[:, idx], -lb[:, k:])
         lf = lf.index_copy(1, idx, new_l)
         uf = uf.index_copy(1, idx, new_u)
+        return lf.reshape(l.shape), uf.reshape(u.shape)
+
+    def _tighten_sparse(self, node: Node, l, u, needf, bounds, lower, upper):
+        """CROWN bounds for exactly the (domain, neuron) pairs that need them: each pair becomes its own
+        batch row (two objective rows: +v_j and -v_j) with its domain's bounds gathered. Cheaper than the
+        dense form when each domain has few such neurons but their union over domains is large."""
+        B = l.shape[0]
+        bi, ji = needf.nonzero(as_tuple=True)
+        R = bi.numel()
+        n = needf.shape[1]
+        A0 = torch.zeros(R, 2, n, dtype=l.dtype, device=l.device)
+        ar = torch.arange(R, device=l.device)
+        A0[ar, 0, ji] = 1.0
+        A0[ar, 1, ji] = -1.0
+        stop = self.index[node.name]
+        gathered = {k: (v[0][bi], v[1][bi]) for k, v in bounds.items()
+                    if k == self.graph.input_name or self.index.get(k, stop + 1) < stop}
+        lb = self.backward(node.name, A0.reshape(R, 2, *l.shape[1:]), gathered, lower[bi], upper[bi])
+        lf = l.reshape(B, -1).clone()
+        uf = u.reshape(B, -1).clone()
+        lf[bi, ji] = torch.maximum(lf[bi, ji], lb[:, 0])
+        uf[bi, ji] = torch.minimum(uf[bi, ji], -lb[:, 1])
         return lf.reshape(l.shape), uf.reshape(u.shape)
