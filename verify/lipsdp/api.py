@@ -1,0 +1,174 @@
+"""`verify.lipschitz`: certified Lipschitz brackets [lower, upper] of feed-forward networks.
+
+Methods (`method=`):
+  naive          product of the layers' exact norms (SVD for l2, max row sum for l_inf)
+  lipsdp-neuron  LipSDP with one multiplier per neuron (slope-restricted activations) and, for GroupSort /
+                 MaxMin / Householder layers, per-group QCs: non-expansiveness plus the invariant
+                 E(v - w) = 0 with free multipliers on both sides (the seed paper's QCs, extended)
+  lipsdp-layer   the same with one multiplier set per layer
+  lipsdp-nsr     the seed paper's exact multiplier set for GroupSort/Householder (T = lam I + a E per group,
+                 no cross term); equals lipsdp-neuron on slope-restricted layers; reproduces its tables
+
+Solvers (`solver=`): "fast" (the project's structure-exploiting first-order solver, `verify.lipsdp.fast`;
+default for l2 neuron/layer) or any installed cvxpy solver name ("SCS" default otherwise, "CLARABEL", ...).
+
+Every upper bound is recomputed from the solver's multipliers in float64 (`verify.lipsdp.chain`) and
+capped by the norm product; the solver's own objective is reported beside it as `solver_value`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from verify.errors import InputError
+from verify.lipsdp.chain import Chain, NotPositiveDefinite, certify_with_repair
+from verify.lipsdp.cheap import lower_bound, norm_product
+from verify.lipsdp.network import LipNet, load_network
+
+METHODS = ("naive", "lipsdp-neuron", "lipsdp-layer", "lipsdp-nsr")
+
+
+@dataclass
+class LipschitzResult:
+    """A certified bracket: lower <= Lipschitz constant <= upper (in the given norm)."""
+
+    upper: float
+    lower: float
+    solver_value: float | None
+    method: str
+    seconds: float
+    norm: str
+    naive: float
+    solver: str | None = None
+    network: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in list(d.items()):
+            if isinstance(v, float) and not np.isfinite(v):
+                d[k] = None
+        return d
+
+
+def _norm_name(norm) -> str:
+    s = str(norm).lower()
+    if s in ("2", "l2", "2.0"):
+        return "2"
+    if s in ("inf", "linf", "l_inf", "infinity"):
+        return "inf"
+    if isinstance(norm, float) and np.isinf(norm):
+        return "inf"
+    raise InputError(f"norm {norm!r} is not supported (use 2 or inf)")
+
+
+def _homogeneous(net: LipNet) -> bool:
+    """Positively homogeneous activations: scaling W_k by s scales f by s (all but sigmoid/tanh)."""
+    return all(a.kind != "slope" or a.name in ("relu", "leakyrelu", "identity") for a in net.activations)
+
+
+def _normalise(net: LipNet) -> tuple[LipNet, float]:
+    """Scale each W_k to unit spectral norm when that changes f only by a constant factor."""
+    if not _homogeneous(net):
+        return net, 1.0
+    norms = [float(np.linalg.norm(W, 2)) for W in net.weights]
+    if any(n == 0.0 for n in norms):
+        return net, 1.0
+    return net.with_weights([W / n for W, n in zip(net.weights, norms)]), float(np.prod(norms))
+
+
+def lipschitz(model: Any, norm: int | str | float = 2, method: str = "lipsdp-neuron", solver: str | None = None,
+              lower: bool = True, seed: int = 0, time_limit: float = 600.0, samples: int = 64,
+              verbose: bool = False) -> LipschitzResult:
+    """Certified Lipschitz bracket of `model` (a .mat/.onnx path, Graph, nn.Sequential or LipNet).
+
+    For norm="inf" the constant is that of |f(x)-f(y)|_inf <= L |x-y|_inf (the max over output rows of the
+    seed paper's scalar-output l_inf formulation).
+    """
+    t0 = time.monotonic()
+    norm = _norm_name(norm)
+    method = method.lower()
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    net = load_network(model)
+    naive = norm_product(net, norm)
+    lo = lower_bound(net, norm, samples=samples, seed=seed) if lower else 0.0
+    details: dict[str, Any] = {"dims": net.dims, "activations": sorted({a.describe() for a in net.activations})}
+    solver_value = None
+    used_solver = None
+    if method == "naive" or len(net.weights) == 1:
+        upper = naive
+    else:
+        scaled, factor = _normalise(net)
+        tied = method == "lipsdp-layer"
+        coupling = "paper" if method == "lipsdp-nsr" else "full"
+        if norm == "2":
+            used_solver = (solver or ("SCS" if method == "lipsdp-nsr" else "fast"))
+            cert, raw, info = _solve_l2(scaled, tied, coupling, used_solver, time_limit, verbose)
+        else:
+            used_solver = solver or "SCS"
+            if used_solver.lower() == "fast":
+                raise InputError("the fast solver handles norm 2 only; choose a cvxpy solver for norm inf")
+            cert, raw, info = _solve_linf(scaled, tied, coupling, used_solver, verbose)
+        details.update(info)
+        solver_value = raw * factor if raw is not None and np.isfinite(raw) else None
+        upper = min(cert * factor, naive) if np.isfinite(cert) else naive
+        details["certified_sdp"] = cert * factor if np.isfinite(cert) else None
+    if lo > upper:  # impossible unless a bug: never report an inverted bracket
+        raise RuntimeError(f"lower bound {lo} exceeds certified upper bound {upper}")
+    return LipschitzResult(upper=float(upper), lower=float(lo), solver_value=solver_value, method=method,
+                           seconds=time.monotonic() - t0, norm=norm, naive=float(naive), solver=used_solver,
+                           network=net.name, details=details)
+
+
+def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: float, verbose: bool):
+    chain = Chain(net, tied=tied, coupling=coupling)
+    info: dict[str, Any] = {}
+    if solver.lower() == "fast":
+        from verify.lipsdp.fast import solve_fast
+
+        r = solve_fast(chain, time_limit=time_limit)
+        theta, raw = r.theta, float(np.sqrt(max(r.value, 0.0)))
+        info.update(iterations=r.iterations, evaluations=r.evaluations, solve_seconds=r.seconds)
+    else:
+        from verify.lipsdp.sdp_cvxpy import solve_cvxpy
+
+        t = time.monotonic()
+        r = solve_cvxpy(chain, "2", solver, verbose)
+        theta, raw = r["theta"], r["solver_value"]
+        info.update(status=r["status"], solve_seconds=time.monotonic() - t)
+    if theta is None:
+        info["certificate"] = "solver returned no multipliers"
+        return np.inf, raw, info
+    try:
+        rho, t = certify_with_repair(chain, theta)
+    except NotPositiveDefinite:
+        info["certificate"] = "multipliers could not be certified"
+        return np.inf, raw, info
+    info["repair_t"] = t
+    return float(np.sqrt(rho)), raw, info
+
+
+def _solve_linf(net: LipNet, tied: bool, coupling: str, solver: str, verbose: bool):
+    """max over output rows j of the certified scalar-output l_inf bound."""
+    from verify.lipsdp.sdp_cvxpy import solve_cvxpy
+
+    worst, worst_raw = 0.0, 0.0
+    statuses = []
+    for j in range(net.weights[-1].shape[0]):
+        chain = Chain(net, tied=tied, out=net.weights[-1][j:j + 1], reduce=False, coupling=coupling)
+        r = solve_cvxpy(chain, "inf", solver, verbose)
+        statuses.append(r["status"])
+        if r["theta"] is None or r["mu"] is None:
+            return np.inf, np.nan, {"status": statuses, "certificate": f"no multipliers for output {j}"}
+        mu = r["mu"]
+        try:
+            val, _ = certify_with_repair(chain, r["theta"], value=lambda th: chain.certify_linf(th, mu))
+        except NotPositiveDefinite:
+            return np.inf, np.nan, {"status": statuses, "certificate": f"output {j} could not be certified"}
+        worst = max(worst, float(np.sqrt(val)))
+        worst_raw = max(worst_raw, r["solver_value"])
+    return worst, worst_raw, {"status": statuses}
