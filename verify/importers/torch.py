@@ -697,11 +697,12 @@ def _h_batchnorm(b: _Builder, name: str, x: _Val, m: nn.modules.batchnorm._Batch
 
     producer = b.producer.get(x.name)
     first = len(b.nodes)
-    std = _snapshot(torch.sqrt(m.running_var + m.eps))  # fixed at import: the IR has no constant arithmetic
+    # fixed at import (the IR has no constant arithmetic); named "<bn path>.running_std" in any layout
+    std = _snapshot(torch.sqrt(m.running_var + m.eps).reshape(shape))
     if id(m.running_var) in b.tensor_names:
         b.tensor_names[id(std)] = b.tensor_names[id(m.running_var)].rsplit(".", 1)[0] + ".running_std"
     y = b.emit("sub", [x, view(m.running_mean)], {}, b.fresh(name + "_center"))
-    y = b.emit("div", [y, view(std)], {}, b.fresh(name + "_scale"))
+    y = b.emit("div", [y, std], {}, b.fresh(name + "_scale"))
     if m.weight is not None:
         y = b.emit("mul", [y, view(m.weight)], {}, b.fresh(name + "_gamma"))
     if m.bias is not None:
