@@ -36,6 +36,8 @@ from verify.errors import InputError
 from verify.graph.ir import Graph
 
 METHODS = ("ibp", "crown-ibp", "sabr", "standard")
+# warm-up + ramp end by this fraction of the run at the latest (shorter runs shrink them proportionally)
+RAMP_END_MAX = 0.6
 
 
 # ------------------------------------------------------------------------------------------ ε schedule
@@ -245,7 +247,7 @@ class _BatchStats:
         for m in bns:
             prefix = names[id(m)]
             mean_key = next((k for k in graph.constants if k in (f"{prefix}.running_mean", f"{prefix}.running_mean.view")), None)
-            std_key = next((k for k in graph.constants if k == f"{prefix}.running_std"), None)
+            std_key = next((k for k in graph.constants if k in (f"{prefix}.running_std", f"{prefix}.running_std.view")), None)
             if mean_key is None or std_key is None:
                 raise InputError(f"certified training: BatchNorm {prefix!r} was folded or not found in the graph; "
                                  "import the model in training mode")
@@ -319,6 +321,20 @@ def load_graph(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     return load_torch(model, tuple(input_shape), fold_bn=False)
 
 
+def _inference_graph(model: nn.Module, graph: Graph, bn: _BatchStats, input_shape: tuple[int, ...]) -> Graph:
+    """The graph of the model's inference function (eval mode): the training graph itself, or for
+    BatchNorm models a fresh import, since the importer's BatchNorm scale is a snapshot of running_var."""
+    if not bn.slots:
+        return graph
+    from verify.importers.torch import load_torch
+
+    was = model.training
+    model.eval()
+    g = load_torch(model, tuple(input_shape), fold_bn=True)
+    model.train(was)
+    return g
+
+
 def training_bounds(cfg: TrainConfig, model: nn.Module, graph: Graph, x: torch.Tensor, y: torch.Tensor,
                     C: torch.Tensor, eps: float, ramp: float, gen: torch.Generator | None = None,
                     keep_bounds: bool = False) -> tuple[torch.Tensor, dict]:
@@ -362,8 +378,12 @@ def train(model: nn.Module, x_train: torch.Tensor | np.ndarray, y_train: torch.T
     bn = _BatchStats(model, graph)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     eps_train = cfg.eps if cfg.eps_train is None else cfg.eps_train
+    warm, ramp_ep = cfg.warmup_epochs, cfg.ramp_epochs
+    if warm + ramp_ep > RAMP_END_MAX * cfg.epochs:  # short runs: shrink the schedule to leave time at full ε
+        f = RAMP_END_MAX * cfg.epochs / (warm + ramp_ep)
+        warm, ramp_ep = warm * f, ramp_ep * f
     sched = EpsSchedule(eps_train if cfg.method != "standard" else 0.0,
-                        round(cfg.warmup_epochs * steps_per_epoch), round(cfg.ramp_epochs * steps_per_epoch))
+                        round(warm * steps_per_epoch), round(ramp_ep * steps_per_epoch))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     milestones = sorted(round(f * total) for f in cfg.lr_milestones)
@@ -417,7 +437,8 @@ def train(model: nn.Module, x_train: torch.Tensor | np.ndarray, y_train: torch.T
             tight = None
             if cfg.tightness_samples > 0:
                 model.eval()
-                tight = float(tightness(graph, x_train[tsel], y_train[tsel], n_classes=K))
+                tight = float(tightness(_inference_graph(model, graph, bn, input_shape), x_train[tsel],
+                                        y_train[tsel], n_classes=K))
                 model.train()
             log = EpochLog(epoch + 1, eps, lr, sums["loss"] / sums["n"], sums["clean"] / sums["n"],
                            sums["robust"] / sums["n"], tight, time.perf_counter() - t0)
@@ -427,5 +448,6 @@ def train(model: nn.Module, x_train: torch.Tensor | np.ndarray, y_train: torch.T
     finally:
         bn.remove()
     model.eval()
+    result.graph = _inference_graph(model, graph, bn, input_shape)
     result.seconds = time.perf_counter() - t_start
     return result
