@@ -144,7 +144,7 @@ def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: f
         info["certificate"] = "solver returned no multipliers"
         return np.inf, raw, info
     try:
-        rho, t = certify_with_repair(chain, theta)
+        rho, t, _ = certify_with_repair(chain, theta)
     except NotPositiveDefinite:
         info["certificate"] = "multipliers could not be certified"
         return np.inf, raw, info
@@ -166,7 +166,7 @@ def _solve_linf(net: LipNet, tied: bool, coupling: str, solver: str, verbose: bo
             return np.inf, np.nan, {"status": statuses, "certificate": f"no multipliers for output {j}"}
         mu = r["mu"]
         try:
-            val, _ = certify_with_repair(chain, r["theta"], value=lambda th: chain.certify_linf(th, mu))
+            val, _, _ = certify_with_repair(chain, r["theta"], value=lambda th: chain.certify_linf(th, mu))
         except NotPositiveDefinite:
             return np.inf, np.nan, {"status": statuses, "certificate": f"output {j} could not be certified"}
         worst = max(worst, float(np.sqrt(val)))

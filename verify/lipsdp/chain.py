@@ -184,28 +184,29 @@ class Chain:
         return (t + self._pivot_margin(res) * scale) * float(mu.sum())
 
 
-def certify_with_repair(chain: Chain, theta: np.ndarray, value=None) -> tuple[float, float]:
+def certify_with_repair(chain: Chain, theta: np.ndarray, value=None) -> tuple[float, float, np.ndarray]:
     """Certified value for `theta` (default `chain.certify_rho`), repairing a slightly infeasible or
     near-singular solver answer.
 
     Candidates (1-t) theta + t ref with the strictly feasible reference point ref (the feasible set is
     convex, so every candidate with positive definite pivots is a valid certificate) are tried for a
-    grid of t; the smallest certified value is kept. Returns (value, t). Raises NotPositiveDefinite if
+    grid of t; the smallest certified value is kept. Returns (value, t, multipliers used). Raises NotPositiveDefinite if
     none certifies.
     """
     value = value or chain.certify_rho
     theta = chain.project(theta)
     ref = chain.reference()
-    best, best_t = np.inf, None
+    best, best_t, best_theta = np.inf, None, None
     for t in (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 1.0):
+        cand = theta if t == 0.0 else (1 - t) * theta + t * ref
         try:
-            v = value(theta if t == 0.0 else (1 - t) * theta + t * ref)
+            v = value(cand)
         except NotPositiveDefinite:
             continue
         if v < best:
-            best, best_t = v, t
+            best, best_t, best_theta = v, t, cand
         elif best_t is not None:
             break  # values grow again: moving further from the solver's answer only loses
     if best_t is None:
         raise NotPositiveDefinite(-1)
-    return best, best_t
+    return best, best_t, best_theta

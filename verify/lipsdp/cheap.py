@@ -72,6 +72,14 @@ def _smooth_tangent(net: LipNet, x, d, beta: float):
             elif act.name == "tanh":
                 tx = torch.tanh(x)
                 x, d = tx, (1 - tx * tx) * d
+        elif act.kind == "groupsort" and act.group_size == 2:
+            a, b = x[:, 0::2], x[:, 1::2]
+            da, db = d[:, 0::2], d[:, 1::2]
+            sw = torch.sigmoid(beta * (a - b))     # smoothed "a is the max" indicator
+            mx = torch.maximum(a, b)
+            mn = torch.minimum(a, b)
+            x = torch.stack([mx, mn], -1).reshape(x.shape)
+            d = torch.stack([sw * da + (1 - sw) * db, (1 - sw) * da + sw * db], -1).reshape(d.shape)
         elif act.kind == "groupsort":
             g = act.group_size
             xs = x.reshape(x.shape[0], -1, g)
@@ -102,7 +110,10 @@ def lower_bound(net: LipNet, norm: str = "2", samples: int = 64, steps: int = 30
     n0 = net.dims[0]
     x = (torch.randn(samples, n0, generator=gen, dtype=torch.float64) * scale).requires_grad_(True)
     p = torch.randn(samples, n0, generator=gen, dtype=torch.float64).requires_grad_(True)
-    opt = torch.optim.Adam([x, p], lr=0.05 * scale)
+    params = [x, p]
+    m1 = [torch.zeros_like(t) for t in params]
+    m2 = [torch.zeros_like(t) for t in params]
+    lr, b1, b2 = 0.05 * scale, 0.9, 0.999
     growth = (2000.0) ** (1.0 / max(steps - 1, 1))
     best, beta = 0.0, 1.0 / scale
 
@@ -112,12 +123,16 @@ def lower_bound(net: LipNet, norm: str = "2", samples: int = 64, steps: int = 30
         return torch.tanh(p)
 
     for it in range(steps):
-        opt.zero_grad()
         u = direction(p)
         _, jv = _smooth_tangent(net, x, u, beta)
         val = _out_norm(jv, norm) / _in_norm(u, norm).clamp_min(1e-300)
-        (-val.sum()).backward()
-        opt.step()
+        grads = torch.autograd.grad(-val.sum(), params, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(params, grads)]
+        with torch.no_grad():  # Adam (hand-written: torch.optim would import torch._dynamo, seconds)
+            for t, g, a, b in zip(params, grads, m1, m2):
+                a.mul_(b1).add_(g, alpha=1 - b1)
+                b.mul_(b2).addcmul_(g, g, value=1 - b2)
+                t.sub_(lr * (a / (1 - b1 ** (it + 1))) / ((b / (1 - b2 ** (it + 1))).sqrt() + 1e-12))
         beta *= growth
         if it % 10 == 9 or it == steps - 1:
             with torch.no_grad():

@@ -290,7 +290,7 @@ def from_torch(module) -> LipNet:
             layers.append(("act", Activation.slope("tanh")))
         elif isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
             pass
-        elif type(m).__name__ == "GroupSort":
+        elif any(c.__name__ == "GroupSort" for c in type(m).__mro__):  # verify.nn.GroupSort / MaxMin
             g = getattr(m, "group_size", None) or getattr(m, "groupsize", None) or 2
             if getattr(m, "descending", True) is False:
                 raise InputError("GroupSort with ascending order is not supported by the Lipschitz bounds")

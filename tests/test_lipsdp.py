@@ -1,0 +1,254 @@
+"""Lipschitz bounds: published values, certificate soundness, input formats, CLI.
+
+Published/reference values: LipSDP paper (random_weights.mat), the seed paper's MaxMin nets (values of
+shared/data/README.md) and the issue's seeded 10-50-50-10 ReLU net.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import verify
+from verify.errors import InputError
+from verify.lipsdp import Activation, LipNet, lipschitz
+from verify.lipsdp.api import _normalise
+from verify.lipsdp.chain import Chain, NotPositiveDefinite, certify_with_repair
+from verify.lipsdp.fast import solve_fast
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lipschitz"
+
+
+def _data(name: str) -> Path:
+    p = DATA / name
+    if not p.exists():
+        pytest.skip(f"shared data file {p} is missing (the LipSDP / QCs_MaxMin weights)")
+    return p
+
+
+def seeded_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 50), nn.ReLU(), nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 10))
+
+
+def _bracket_ok(r):
+    assert 0 <= r.lower <= r.upper <= r.naive * (1 + 1e-12)
+
+
+# ------------------------------------------------------------------------------ reference values
+def test_seeded_net_published_values():
+    net = seeded_net()
+    n = lipschitz(net, method="naive")
+    assert n.upper == pytest.approx(1.567186, rel=1e-6)
+    assert n.lower > 0.40
+    _bracket_ok(n)
+    r = lipschitz(net, method="lipsdp-neuron", lower=False)
+    assert r.upper == pytest.approx(0.597558, rel=1e-5)
+    assert r.upper >= 0.5975581  # the true optimum (0.5975581...): a certified bound cannot be below it
+    lay = lipschitz(net, method="lipsdp-layer", lower=False)
+    assert lay.upper == pytest.approx(0.711453, rel=1e-5)
+    assert r.upper <= lay.upper <= n.upper
+
+
+def test_random_weights_published():
+    p = _data("random_weights.mat")
+    r = lipschitz(p, method="lipsdp-neuron")
+    assert r.upper == pytest.approx(36.482, rel=1e-3)
+    assert r.naive == pytest.approx(43.306, rel=1e-3)
+    _bracket_ok(r)
+    lay = lipschitz(p, method="lipsdp-layer", lower=False)
+    assert lay.upper == pytest.approx(39.839, rel=1e-3)
+
+
+def test_maxmin_2fc_32_seed_paper():
+    p = _data("weights_l2_2fc_32.mat")
+    nsr = lipschitz(p, method="lipsdp-nsr", solver="CLARABEL", lower=False)
+    assert nsr.upper == pytest.approx(38.548, rel=1e-3)
+    assert nsr.naive == pytest.approx(42.463, rel=1e-3)
+    # the extended QC set (free cross multipliers) is at least as tight, and still above a true quotient
+    full = lipschitz(p, method="lipsdp-neuron")
+    assert full.upper <= nsr.upper
+    assert full.lower > 36.0
+    _bracket_ok(full)
+
+
+def test_maxmin_2fc_16_fast():
+    r = lipschitz(_data("weights_l2_2fc_16.mat"), method="lipsdp-neuron", samples=16)
+    _bracket_ok(r)
+    assert r.upper < 22.594  # below the seed paper's LipSDP-NSR value (22.594) with the extended QCs
+
+
+# ------------------------------------------------------------------------------ exactness cases
+def _orthogonal(n, rng):
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return q
+
+
+@pytest.mark.parametrize("act", [Activation.groupsort(2), Activation.groupsort(4),
+                                 Activation.householder([0.6, 0.8])])
+def test_orthogonal_weights_give_one(act):
+    rng = np.random.default_rng(1)
+    net = LipNet([_orthogonal(8, rng) for _ in range(4)], [act] * 3)
+    r = lipschitz(net, samples=16)
+    assert r.upper == pytest.approx(1.0, abs=1e-6)
+    assert r.lower == pytest.approx(1.0, abs=1e-6)
+
+
+def test_single_linear_layer_is_exact():
+    W = np.array([[3.0, 0.0], [0.0, 1.0]])
+    r = lipschitz(LipNet([W], []))
+    assert r.upper == pytest.approx(3.0, rel=1e-9)
+    assert r.lower == pytest.approx(3.0, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ certificate soundness
+def _dense_M(chain: Chain, theta, rho):
+    """The full LipSDP matrix M(rho), assembled densely (independent of the elimination)."""
+    Ws, l = chain.weights, chain.l
+    dims = [Ws[0].shape[1]] + [W.shape[0] for W in Ws[:-1]]
+    off = np.cumsum([0] + dims)
+    M = np.zeros((off[-1], off[-1]))
+    mats = [q.matrices(m) for q, m in zip(chain.qcs, chain.unpack(theta))]
+    M[:dims[0], :dims[0]] += rho * np.eye(dims[0])
+    for k, (P, R, Q) in enumerate(mats):
+        a, b = slice(off[k], off[k + 1]), slice(off[k + 1], off[k + 2])
+        M[a, a] -= Ws[k].T @ P.dense() @ Ws[k]
+        M[a, b] -= Ws[k].T @ R.dense()
+        M[b, a] -= R.dense() @ Ws[k]
+        M[b, b] -= Q.dense()
+    last = slice(off[l], off[l + 1])
+    M[last, last] -= Ws[-1].T @ Ws[-1]
+    return M
+
+
+@pytest.mark.parametrize("acts", [["relu", "relu"], ["tanh", "sigmoid"], ["maxmin", "maxmin"],
+                                  ["leakyrelu", "maxmin"]])
+def test_certificate_is_feasible_and_tight(acts):
+    rng = np.random.default_rng(3)
+    ws = [rng.standard_normal((6, 5)), rng.standard_normal((6, 6)), rng.standard_normal((3, 6))]
+    mk = {"maxmin": lambda: Activation.groupsort(2), "relu": lambda: Activation.slope("relu"),
+          "tanh": lambda: Activation.slope("tanh"), "sigmoid": lambda: Activation.slope("sigmoid"),
+          "leakyrelu": lambda: Activation.slope("leakyrelu", 0.1)}
+    net = LipNet(ws, [mk[a]() for a in acts])
+    chain = Chain(net)
+    res = solve_fast(chain, time_limit=20)
+    rho, _, theta = certify_with_repair(chain, res.theta)
+    assert np.linalg.eigvalsh(_dense_M(chain, theta, rho))[0] >= -1e-9 * rho
+    assert np.linalg.eigvalsh(_dense_M(chain, theta, rho * (1 - 1e-4)))[0] < 0
+    # and it really bounds the network: no sampled quotient exceeds it
+    x = torch.randn(2000, 5, dtype=torch.float64)
+    y = x + 1e-3 * torch.randn(2000, 5, dtype=torch.float64)
+    q = (net.forward_torch(x) - net.forward_torch(y)).norm(dim=1) / (x - y).norm(dim=1)
+    assert q.max().item() <= np.sqrt(rho)
+
+
+def test_infeasible_multipliers_are_repaired_not_trusted():
+    torch.manual_seed(0)
+    net, _ = _normalise(verify.lipsdp.load_network(seeded_net()))
+    chain = Chain(net)
+    with pytest.raises(NotPositiveDefinite):
+        chain.certify_rho(np.zeros(chain.n_params))  # lam = 0: last block -W'W is not PD
+    rho, t, _ = certify_with_repair(chain, np.zeros(chain.n_params))
+    assert t > 0 and np.isfinite(rho)
+    # a solver's optimistic raw value below the optimum can never come out as the certified bound
+    good = solve_fast(chain, time_limit=20)
+    rho_good, _, _ = certify_with_repair(chain, good.theta)
+    assert rho_good >= good.value * (1 - 1e-12)
+
+
+# ------------------------------------------------------------------------------ l_inf
+def test_linf_small_net():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    r = lipschitz(net, norm="inf", method="lipsdp-neuron", solver="CLARABEL")
+    _bracket_ok(r)
+    assert r.upper < r.naive
+    assert r.solver_value is not None and r.solver_value <= r.upper * (1 + 1e-3)
+    with pytest.raises(InputError):
+        lipschitz(net, norm="inf", solver="fast")
+
+
+# ------------------------------------------------------------------------------ input formats
+def _graph_of(seq: nn.Sequential, extra_op: str | None = None):
+    from verify.graph.ir import Graph, Node
+
+    nodes, consts, cur = [], {}, "x"
+    for i, m in enumerate(seq):
+        name = f"n{i}"
+        if isinstance(m, nn.Linear):
+            consts[f"W{i}"], consts[f"b{i}"] = m.weight.detach(), m.bias.detach()
+            nodes.append(Node(name, "linear", [cur, f"W{i}", f"b{i}"], {}, (m.out_features,)))
+        elif isinstance(m, nn.ReLU):
+            nodes.append(Node(name, "relu", [cur], {}, nodes[-1].shape))
+        elif type(m).__name__ in ("GroupSort", "MaxMin"):
+            nodes.append(Node(name, "groupsort", [cur], {"group_size": m.group_size}, nodes[-1].shape))
+        cur = name
+    if extra_op:
+        nodes.append(Node("bad", extra_op, [cur], {}, nodes[-1].shape))
+        cur = "bad"
+    return Graph("x", (seq[0].in_features,), nodes, consts, cur)
+
+
+def test_graph_torch_and_groupsort_module_agree():
+    from verify.nn import GroupSort
+
+    torch.manual_seed(2)
+    seq = nn.Sequential(nn.Linear(6, 8), GroupSort(2), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    a = lipschitz(seq, samples=16)
+    b = lipschitz(_graph_of(seq), samples=16)
+    assert a.upper == pytest.approx(b.upper, rel=1e-9)
+    assert a.lower == pytest.approx(b.lower, rel=1e-9)
+    _bracket_ok(a)
+    # the graph's forward (biases included) is what the lower bound evaluates
+    ln = verify.lipsdp.load_network(seq)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    assert torch.allclose(ln.forward_torch(x), seq.double()(x))
+
+
+def test_unsupported_op_is_input_error():
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(InputError, match="softmax"):
+        lipschitz(_graph_of(seq, "softmax"))
+    with pytest.raises(InputError, match="Conv2d"):
+        lipschitz(nn.Sequential(nn.Conv2d(1, 1, 3)))
+    with pytest.raises(InputError):
+        lipschitz(seq, method="bogus")
+    with pytest.raises(InputError):
+        lipschitz(seq, norm=3)
+
+
+def test_onnx_input(tmp_path):
+    pytest.importorskip("verify.importers.onnx")
+    seq = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(seq, torch.zeros(1, 5), str(path), dynamo=False)
+    a, b = lipschitz(path, lower=False), lipschitz(seq, lower=False)
+    assert a.upper == pytest.approx(b.upper, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_json(capsys):
+    from verify.cli import main
+
+    p = _data("random_weights.mat")
+    assert main(["lipschitz", str(p), "--json", "--method", "lipsdp-layer"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("upper", "lower", "solver_value", "method", "seconds"):
+        assert key in out
+    assert out["upper"] == pytest.approx(39.839, rel=1e-3)
+    assert out["lower"] <= out["upper"]
+
+
+def test_cli_bad_input(capsys, tmp_path):
+    from verify.cli import main
+
+    bad = tmp_path / "x.mat"
+    bad.write_bytes(b"not a mat file")
+    assert main(["lipschitz", str(bad)]) == 2
+    assert main(["lipschitz", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("verify: error:") for e in err)
