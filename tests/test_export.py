@@ -61,6 +61,8 @@ def _models():
         "pools": (nn.Sequential(nn.Conv2d(2, 3, 2, dilation=2, groups=1), nn.MaxPool2d(3, 2, padding=1),
                                 nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), nn.AdaptiveAvgPool2d((1, 1)),
                                 nn.Flatten()), (2, 9, 9)),
+        "ceil_pools": (nn.Sequential(nn.MaxPool2d(2, 2, padding=1, ceil_mode=True),
+                                     nn.AvgPool2d(2, 2, padding=1, ceil_mode=True), nn.Flatten()), (2, 9, 7)),
         "convtranspose": (nn.Sequential(nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1),
                                         nn.Flatten()), (2, 3, 3)),
         "maxmin": (nn.Sequential(nn.Linear(4, 8), GroupSort(2), nn.Linear(8, 6), GroupSort(2), nn.Linear(6, 2)), (4,)),

@@ -114,6 +114,11 @@ def test_cnn_with_batchnorm_pool_flatten():
     (nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2), (4, 3, 3)),
     (nn.MaxPool2d(3, stride=2, padding=1), (2, 7, 7)),
     (nn.MaxPool2d(2, ceil_mode=True), (2, 7, 7)),
+    (nn.MaxPool2d(2, 2, padding=1, ceil_mode=True), (2, 5, 7)),  # torch drops a window starting in padding
+    (nn.MaxPool2d(3, 3, padding=1, ceil_mode=True, dilation=1), (1, 8, 11)),
+    (nn.AvgPool2d(2, 2, padding=1, ceil_mode=True), (2, 5, 7)),
+    (nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False), (2, 6, 7)),
+    (nn.AvgPool2d(3, 2, ceil_mode=True), (1, 6, 8)),
     (nn.AvgPool2d(3, stride=2, padding=1), (2, 7, 7)),
     (nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
     (nn.AdaptiveAvgPool2d((1, 1)), (3, 5, 6)),

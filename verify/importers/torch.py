@@ -377,7 +377,6 @@ def _binary(op: str, reverse: bool = False):
 
 _h_add = _binary("add")
 _h_sub = _binary("sub")
-_h_div = _binary("div")
 _h_rsub = _binary("sub", reverse=True)
 
 
@@ -483,8 +482,15 @@ def _h_maxpool(b, name, x, kernel_size, stride=None, padding=0, dilation=1, ceil
     k = _ntuple(kernel_size, nd)
     s = _ntuple(stride, nd) if stride not in (None, [], ()) else list(k)
     p = _ntuple(padding, nd)
-    attrs = {"kernel_shape": k, "strides": s, "pads": p + p, "dilations": _ntuple(dilation, nd),
-             "ceil_mode": int(bool(ceil_mode))}
+    d = _ntuple(dilation, nd)
+    ends = list(p)
+    if ceil_mode:
+        # torch's ceil mode drops a last window that would start in the end padding; express its output
+        # size exactly with floor mode and the end padding it needs (padding is -inf for max pooling)
+        ins = list(x.ex.shape[2:])
+        outs = _ceil_pool_sizes(ins, k, s, p, d)
+        ends = [max((o - 1) * ss + dd * (kk - 1) + 1 - i - pp, 0) for o, ss, dd, kk, i, pp in zip(outs, s, d, k, ins, p)]
+    attrs = {"kernel_shape": k, "strides": s, "pads": p + ends, "dilations": d, "ceil_mode": 0}
     return b.emit("maxpool", [x], attrs, name)
 
 
@@ -497,9 +503,27 @@ def _h_avgpool(b, name, x, kernel_size, stride=None, padding=0, ceil_mode=False,
     k = _ntuple(kernel_size, nd)
     s = _ntuple(stride, nd) if stride not in (None, [], ()) else list(k)
     p = _ntuple(padding, nd)
-    attrs = {"kernel_shape": k, "strides": s, "pads": p + p, "ceil_mode": int(bool(ceil_mode)),
-             "count_include_pad": int(bool(count_include_pad))}
+    if not ceil_mode:
+        attrs = {"kernel_shape": k, "strides": s, "pads": p + p, "ceil_mode": 0,
+                 "count_include_pad": int(bool(count_include_pad))}
+        return b.emit("avgpool", [x], attrs, name)
+    # ceil mode as floor mode plus uncounted end padding: torch drops a last window that would start in
+    # the end padding, and divides by the window clipped to the padded input (ONNX consumers disagree
+    # on both points, so the IR keeps no ceil_mode)
+    ins = list(x.ex.shape[2:])
+    outs = _ceil_pool_sizes(ins, k, s, p, [1] * nd)
+    if count_include_pad and any(p):  # counted padding: make it real zeros first
+        x = _h_pad(b, b.fresh(name + "_pad"), x, [q for i in reversed(range(nd)) for q in (p[i], p[i])])
+        ins, p = [i + 2 * q for i, q in zip(ins, p)], [0] * nd
+    ends = [max((o - 1) * ss + kk - i - q, 0) for o, ss, kk, i, q in zip(outs, s, k, ins, p)]
+    attrs = {"kernel_shape": k, "strides": s, "pads": p + ends, "ceil_mode": 0, "count_include_pad": 0}
     return b.emit("avgpool", [x], attrs, name)
+
+
+def _ceil_pool_sizes(ins, k, s, p, d) -> list[int]:
+    """Output sizes of a torch pooling in ceil mode (a window may not start in the end padding)."""
+    outs = [(i + 2 * pp - dd * (kk - 1) - 1 + ss - 1) // ss + 1 for i, pp, dd, kk, ss in zip(ins, p, d, k, s)]
+    return [o - 1 if (o - 1) * ss >= i + pp else o for o, i, pp, ss in zip(outs, ins, p, s)]
 
 
 def _h_adaptive_avgpool(b, name, x, output_size):
