@@ -971,7 +971,7 @@ def _label(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold_bn: bool = False,
+def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int] | int, fold_bn: bool = False,
                name: str | None = None) -> Graph:
     """Convert `module` into a verification `Graph`.
 
@@ -982,6 +982,8 @@ def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int], fold
     """
     if not isinstance(module, nn.Module):
         raise InputError(f"torch import: expected an nn.Module, got {type(module).__name__}")
+    if isinstance(input_shape, int):
+        input_shape = (input_shape,)
     try:
         input_shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError) as e:
