@@ -22,6 +22,8 @@ from verify.graph.ir import Graph
 from verify.spec.spec import Spec
 
 INPUT_SPLIT_MAX_DIM = 16
+# a float32 bound must exceed this to count as a proof (covers float32 rounding in the bound computation)
+FLOAT32_MARGIN = 1e-4
 
 
 @dataclass
@@ -86,7 +88,7 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
         upper = torch.as_tensor(upper_np, dtype=dtype)
         lb = incomplete_bounds(engine, obj, lower, upper, settings.method, settings, deadline)
         total_domains += 1
-        if bool(obj.score(lb)[0] > 0):
+        if bool(obj.score(lb)[0] > (0.0 if dtype == torch.float64 else FLOAT32_MARGIN)):
             continue
         if settings.no_bab:
             worst_verdict = "unknown"
@@ -101,7 +103,8 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
         else:
             from verify.bab.relu_split import relu_split_search
 
-            res = relu_split_search(engine, obj, lower, upper, deadline, settings, progress, confirm)
+            res = relu_split_search(engine, obj, lower, upper, deadline, settings, progress, confirm,
+                                    tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN)
         total_domains += res.domains
         if res.verdict == "sat":
             return ProveResult("sat", x=res.x.detach().cpu().numpy().astype(np.float64), domains=total_domains)

@@ -102,10 +102,16 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
     out_shape = engine.graph.shape_of(engine.graph.output)
     A0 = C.reshape(B, S, *out_shape).to(lower.dtype)
     stall = 0
+    best_bounds = dict(bounds)
     for it in range(opts.iterations):
         if opts.optimize_intermediate:
             lb, cur_bounds = engine.compute(lower, upper, C, alphas=alphas, betas=betas, splits=splits,
                                             return_bounds=True)
+            with torch.no_grad():  # every iterate's intermediate bounds are valid: keep their intersection
+                for k, (l, u) in cur_bounds.items():
+                    if k in best_bounds:
+                        bl, bu = best_bounds[k]
+                        best_bounds[k] = (torch.maximum(bl, l.detach()), torch.minimum(bu, u.detach()))
         else:
             cur_bounds = bounds
             lb = engine.backward(engine.graph.output, A0, bounds, lower, upper, alphas["__output__"], betas)
@@ -132,4 +138,4 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
             with torch.no_grad():
                 for b, _ in betas.values():
                     b.clamp_(min=0)
-    return (best, bounds, alphas) if return_state else best
+    return (best, best_bounds, alphas) if return_state else best

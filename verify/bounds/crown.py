@@ -197,7 +197,7 @@ class BoundEngine:
     def compute(self, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None,
                 method: str = "crown", alphas: dict | None = None, betas: dict | None = None,
                 splits: Splits | None = None, return_bounds: bool = False,
-                collect: dict | None = None, intermediate: str = "auto"):
+                collect: dict | None = None, intermediate: str = "auto", prior: dict | None = None):
         """Lower bounds of C·y over each box (B, S); with C None, returns (lower, upper) of the output.
 
         method: "ibp" (intervals only), "crown" (CROWN intermediate and final bounds), "crown-ibp"
@@ -227,6 +227,8 @@ class BoundEngine:
             l, u = node_ibp(graph, node, bounds, lower.dtype, lower.device)
             if fwd is not None:
                 l, u = torch.maximum(l, fwd[node.name][0]), torch.minimum(u, fwd[node.name][1])
+            if prior is not None and node.name in prior:
+                l, u = torch.maximum(l, prior[node.name][0]), torch.minimum(u, prior[node.name][1])
             if method == "crown" and node.name in self.relaxed_inputs and node.name != graph.output:
                 l, u = self._tighten(node, l, u, bounds, lower, upper,
                                      alphas.get(node.name) if alphas else None, signs)
