@@ -67,10 +67,12 @@ def solve_colgen(prob: ConvexProblem, init: int = 100, add: int = 200, max_round
 
 
 # ------------------------------------------------------------------------------------ pattern search
-def adam_patterns(X: np.ndarray, y: np.ndarray, beta: float, hidden: int = 100, steps: int = 300,
-                  seed: int = 0, lr: float = 1e-2) -> tuple[np.ndarray, float]:
-    """Patterns (deduplicated) of a two-layer ReLU net briefly trained by Adam on the same objective
-    (X includes the bias column, so the first layer has no separate bias); returns (D, objective)."""
+def adam_init(X: np.ndarray, y: np.ndarray, beta: float, hidden: int = 200, steps: int = 2000,
+              seed: int = 0, lr: float = 1e-2) -> dict:
+    """Train a two-layer ReLU net by Adam on the same objective (X includes the bias column) and map it to
+    a feasible point of the convex program over its own patterns: neuron (u_j, a_j) gives v = |a_j| u_j
+    (a_j > 0) or w = |a_j| u_j (a_j < 0) in the cone of D_j = 1[X u_j ≥ 0]; neurons sharing a pattern are
+    summed (still in the cone, norm not larger). Returns D, V, W and Adam's final objective."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -79,15 +81,44 @@ def adam_patterns(X: np.ndarray, y: np.ndarray, beta: float, hidden: int = 100, 
     U = (torch.randn(X.shape[1], hidden, generator=g, dtype=torch.float64) / np.sqrt(X.shape[1])).requires_grad_()
     a = (torch.randn(hidden, generator=g, dtype=torch.float64) / np.sqrt(hidden)).requires_grad_()
     opt = torch.optim.Adam([U, a], lr=lr)
+    loss = torch.tensor(0.0)
     for _ in range(steps):
         opt.zero_grad()
         f = torch.relu(Xt @ U) @ a
         loss = 0.5 * ((f - yt) ** 2).sum() + 0.5 * beta * ((U ** 2).sum() + (a ** 2).sum())
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        Ud = U.detach().numpy()
-    return dedupe(X @ Ud >= 0), float(loss.detach())
+    Ud, ad = U.detach().numpy(), a.detach().numpy()
+    Dall = X @ Ud >= 0
+    D = dedupe(Dall)
+    keys = {col.tobytes(): i for i, col in enumerate(D.T)}
+    V = np.zeros((X.shape[1], D.shape[1]))
+    W = np.zeros_like(V)
+    for j in range(hidden):
+        i = keys.get(Dall[:, j].tobytes())
+        if i is None:  # a dead neuron (all-zero pattern): contributes nothing
+            continue
+        if ad[j] >= 0:
+            V[:, i] += ad[j] * Ud[:, j]
+        else:
+            W[:, i] -= ad[j] * Ud[:, j]
+    return {"D": D, "V": V, "W": W, "objective": float(loss.detach())}
+
+
+def _warm_state(prob: ConvexProblem, V: np.ndarray, W: np.ndarray, prev: dict | None = None) -> dict:
+    """An ADMM state at (V, W): previous duals kept for the first columns, zero for new ones."""
+    P = prob.P
+    U = np.concatenate([V, W], axis=1)
+    E = np.concatenate([prob.D, prob.D], axis=1)
+    GU = np.where(E, 1.0, -1.0) * (prob.X @ U)
+    st = {"U": U, "Z": U.copy(), "A": np.zeros_like(U), "S": np.maximum(GU, 0.0), "N": np.zeros_like(GU)}
+    if prev is not None:
+        p0 = prev["U"].shape[1] // 2
+        for key in ("A", "N"):
+            st[key][:, :p0] = prev[key][:, :p0]
+            st[key][:, P:P + p0] = prev[key][:, p0:]
+        st["rho"] = prev["rho"]
+    return st
 
 
 def ascend_patterns(X: np.ndarray, lam: np.ndarray, starts: np.ndarray, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -116,24 +147,28 @@ def certified_pricing_bound(X: np.ndarray, lam: np.ndarray) -> float:
     return out
 
 
-def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int = 500, rounds: int = 8,
-                   add: int = 60, starts: int = 400, hidden: int = 100, adam_steps: int = 300,
-                   seed: int = 0, admm_tol: float = 1e-5, admm_time: float = 3.0,
+def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int = 500, rounds: int = 6,
+                   add: int = 60, starts: int = 400, hidden: int = 200, adam_steps: int = 2000,
+                   seed: int = 0, admm_tol: float = 1e-6, admm_time: float = 3.0,
                    time_limit: float = 30.0, progress: bool = False) -> dict:
-    """Column generation over all patterns from an Adam warm start; returns V, W, D, certificate (of the
-    final restricted program), the objective trace and the lower bounds on the all-patterns optimum."""
-    from verify.train.convex.admm import solve_admm
+    """Column generation over all patterns from an Adam warm start (its patterns *and* its weights as the
+    first ADMM iterate); returns the best V, W, D, the certificate of that restricted program, the trace
+    and the lower bounds on the all-patterns optimum."""
+    from verify.train.convex.admm import admm, split
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    D, adam_obj = adam_patterns(X, y, beta, hidden=hidden, steps=adam_steps, seed=seed)
+    init = adam_init(X, y, beta, hidden=hidden, steps=adam_steps, seed=seed)
+    D, V, W = init["D"], init["V"], init["W"]
+    state = None
     trace = []
     best = None
     for r in range(rounds + 1):
         prob = ConvexProblem(X, y, D, beta)
+        warm = _warm_state(prob, V, W, state)
         left = time_limit - (time.perf_counter() - t0)
-        res = solve_admm(prob, tol=admm_tol, time_limit=max(0.5, min(admm_time, left)))
-        V, W = res["V"], res["W"]
+        state = admm(prob, tol=admm_tol, time_limit=max(0.5, min(admm_time, left)), warm=warm, max_iters=100_000)
+        V, W = prob.project_to_cones(*split(prob, state["Z"]))
         obj = prob.objective(V, W)
         lam = y - prob.predict(V, W)
         cand_start = np.concatenate([rng.standard_normal((X.shape[1], starts)),
@@ -143,14 +178,14 @@ def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int 
         est = float(max(vp.max(initial=0.0), vm.max(initial=0.0)))
         lb_est, _ = prob.dual_value(lam, est)
         lb_cert, _ = prob.dual_value(lam, max(certified_pricing_bound(X, lam), est))
-        rec = {"round": r, "patterns": int(D.shape[1]), "objective": obj, "gap_restricted": res["certificate"]["gap"],
+        rec = {"round": r, "patterns": int(D.shape[1]), "objective": obj, "admm_iters": state["iters"],
                "lower_bound_estimate": lb_est, "lower_bound_certified": lb_cert,
                "seconds": time.perf_counter() - t0}
         trace.append(rec)
         if progress:
             print(f"pattern search {rec}", file=sys.stderr)
         if best is None or obj < best["objective"]:
-            best = {"objective": obj, "V": V, "W": W, "D": D, "certificate": res["certificate"]}
+            best = {"objective": obj, "V": V, "W": W, "D": D}
         room = max_patterns - D.shape[1]
         if r == rounds or room <= 0 or time.perf_counter() - t0 > time_limit:
             break
@@ -160,9 +195,15 @@ def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int 
             break
         cand = cand[:, np.argsort(-vals)]
         merged = dedupe(np.concatenate([D, cand], axis=1))
-        D = merged[:, :min(merged.shape[1], D.shape[1] + min(add, room))]
-    return {"V": best["V"], "W": best["W"], "D": best["D"], "certificate": best["certificate"],
-            "adam_objective": adam_obj, "trace": trace,
+        P0 = D.shape[1]
+        D = merged[:, :min(merged.shape[1], P0 + min(add, room))]
+        k = D.shape[1] - P0
+        V = np.concatenate([V, np.zeros((X.shape[1], k))], axis=1)
+        W = np.concatenate([W, np.zeros((X.shape[1], k))], axis=1)
+    final = ConvexProblem(X, y, best["D"], beta)
+    cert = final.certificate(best["V"], best["W"])
+    return {"V": best["V"], "W": best["W"], "D": best["D"], "certificate": cert,
+            "adam_objective": init["objective"], "trace": trace,
             "dual_lower_bound_full": max(t["lower_bound_certified"] for t in trace),
             "dual_lower_bound_full_estimate": max(t["lower_bound_estimate"] for t in trace),
             "rounds": len(trace), "seconds": time.perf_counter() - t0}

@@ -40,13 +40,13 @@ def to_module(V: np.ndarray, W: np.ndarray, bias: bool = True, dtype: torch.dtyp
     """nn.Sequential(Linear(d, h), ReLU(), Linear(h, 1)) computing Σ_j a_j relu(u_jᵀx + b_j)."""
     W1, b1, a = weights_from_solution(V, W, bias)
     h, d_in = W1.shape
-    net = nn.Sequential(nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, 1))
+    net = nn.Sequential(nn.Linear(d_in, h, dtype=dtype), nn.ReLU(), nn.Linear(h, 1, dtype=dtype))
     with torch.no_grad():
-        net[0].weight.copy_(torch.as_tensor(W1))
-        net[0].bias.copy_(torch.as_tensor(b1))
-        net[2].weight.copy_(torch.as_tensor(a)[None, :])
+        net[0].weight.copy_(torch.as_tensor(W1, dtype=dtype))
+        net[0].bias.copy_(torch.as_tensor(b1, dtype=dtype))
+        net[2].weight.copy_(torch.as_tensor(a, dtype=dtype)[None, :])
         net[2].bias.zero_()
-    return net.to(dtype)
+    return net
 
 
 def module_weights(net: nn.Sequential) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -84,10 +84,8 @@ def export_onnx(net: nn.Sequential, path: str | Path, input_name: str = "input",
 def nonconvex_objective(net: nn.Sequential, X: np.ndarray, y: np.ndarray, beta: float, bias: bool = True) -> float:
     """½‖f(X) − y‖² + (β/2)(‖U‖² + ‖a‖²) where U includes the first-layer bias when `bias` (it is the
     weight of the appended ones column in the convex program)."""
-    W1, b1, W2, _ = module_weights(net)
-    with torch.no_grad():
-        f = net.double()(torch.as_tensor(X, dtype=torch.float64)).numpy().ravel()
-    net.float()
-    r = f - y
+    W1, b1, W2, b2 = module_weights(net)
+    f = np.maximum(X @ W1.T + b1, 0.0) @ W2.T + b2
+    r = f.ravel() - y
     U2 = np.sum(W1 ** 2) + (np.sum(b1 ** 2) if bias else 0.0)
     return float(0.5 * r @ r + 0.5 * beta * (U2 + np.sum(W2 ** 2)))
