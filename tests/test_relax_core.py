@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from verify.bounds.ops import RULES
 from verify.bounds.ops.checks import interval_batch, worst_violation
+from verify.bounds.ops.sshaped_slope import SigmoidSlopeRule, TanhSlopeRule
 
 TOL = 1e-9
 INF = math.inf
@@ -23,6 +24,20 @@ CASES = {
     "sigmoid": (torch.sigmoid, {}, (0.0,)),
     "tanh": (torch.tanh, {}, (0.0,)),
 }
+# the unregistered (slope, exact offset) alternatives for sigmoid / tanh
+ALT = {"sigmoid_slope": (SigmoidSlopeRule(), torch.sigmoid), "tanh_slope": (TanhSlopeRule(), torch.tanh)}
+
+
+@pytest.mark.parametrize("name", sorted(ALT))
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2 ** 20), centre=st.floats(-10, 10), log_width=st.floats(-4, 2))
+def test_slope_form_sigmoid_tanh_sound(name, seed, centre, log_width):
+    rule, fn = ALT[name]
+    l, u = interval_batch(seed, 60, centre, log_width, (0.0,))
+    inf = torch.tensor([-INF, -3.0, -INF], dtype=torch.float64), torch.tensor([2.0, INF, INF], dtype=torch.float64)
+    for lo, hi in ((l, u), inf):
+        v = worst_violation(rule, fn, lo, hi, {}, seed)
+        assert max(v.values()) <= TOL, (name, v)
 
 
 def _check(name, seed, centre, log_width):
