@@ -22,11 +22,13 @@ from verify.attack.sampling import centres, corners, uniform
 from verify.graph.ir import Graph
 from verify.spec.spec import Spec
 
-# upper limit on rows evaluated in one batched forward pass
+# upper limit on rows evaluated in one batched forward pass, and on rows x input size of one PGD batch
 MAX_BATCH = 4096
+MAX_ELEMENTS = 2 ** 18
 # initial PGD step (fraction of the box width per dimension), cycled over rounds: small steps keep restarts in
-# their own basin (many small basins are searched), large ones cross the box
-STEP_SIZES = (0.03, 0.01, 0.1)
+# their own basin (many small basins are searched: ACAS Xu), large ones jump between faces and corners of the
+# box (high-dimensional L-inf boxes: MNIST)
+STEP_SIZES = (0.03, 1.0, 0.01, 0.25)
 # probability that a coordinate of a face start is put on a bound of the box
 FACE_SNAP = 0.3
 
@@ -117,8 +119,9 @@ def falsify(graph: Graph, spec: Spec, time_budget: float, seed: int = 0, dtype: 
     x, r = corners(P, samples, s.gen)
     if s.evaluate(x.to(dtype), r):
         return result()
-    per = max(1, min(int(restarts), MAX_BATCH // J))
-    n_samples = max(1, min(int(samples), MAX_BATCH // P.n_regions))
+    n_in = max(1, P.lower.shape[1])
+    per = max(2, min(int(restarts), MAX_BATCH // J, MAX_ELEMENTS // (J * n_in)))
+    n_samples = max(1, min(int(samples), MAX_BATCH // P.n_regions, MAX_ELEMENTS // (P.n_regions * n_in)))
     while not s.out_of_time():
         rounds += 1
         # uniform samples in every box
@@ -141,7 +144,7 @@ def falsify(graph: Graph, spec: Spec, time_budget: float, seed: int = 0, dtype: 
             width = hi[near] - lo[near]
             noise = (torch.rand(width.shape, generator=s.gen, dtype=torch.float64).to(dtype) - 0.5) * 0.1 * width
             x0[near] = torch.minimum(torch.maximum(s.best_x[disjunct[near]] + noise, lo[near]), hi[near])
-        step0 = STEP_SIZES[rounds % len(STEP_SIZES)]
+        step0 = STEP_SIZES[(rounds - 1) % len(STEP_SIZES)]
         bx, bm, stopped = pgd(graph, P, x0, disjunct, steps, s.deadline, s.recheck, step0=step0)
         s.evaluations += x0.shape[0] * steps
         # keep the best PGD point of every disjunct
