@@ -157,3 +157,23 @@ def test_export_errors(tmp_path):
     bad = Graph("input", (3,), [Node("y", "equal", ["input", "c"], {}, (3,))], {"c": torch.zeros(3)}, "y")
     with pytest.raises(UnsupportedOpError):
         export_onnx(bad, tmp_path / "b.onnx")
+
+
+def test_export_ops_from_onnx_graphs(tmp_path):
+    """cast / where / equal / expand (ops the ONNX importer emits) export and run like the IR."""
+    nodes = [
+        Node("r", "reshape", ["input"], {"shape": [1, 4]}, (1, 4)),
+        Node("e", "expand", ["r"], {"shape": [3, 4]}, (3, 4)),
+        Node("neg_e", "neg", ["e"], {}, (3, 4)),
+        Node("w", "where", ["cond", "e", "neg_e"], {}, (3, 4)),
+        Node("q", "equal", ["w", "zero"], {}, (3, 4)),
+        Node("qf", "cast", ["q"], {"to": "float"}, (3, 4)),
+        Node("y", "add", ["w", "qf"], {}, (3, 4)),
+    ]
+    consts = {"cond": torch.tensor([[True, False, True, False]] * 3), "zero": torch.zeros(())}
+    g = Graph("input", (4,), nodes, consts, "y")
+    path = tmp_path / "ops.onnx"
+    export_onnx(g, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.tensor([[0.0, 1.5, -2.0, 0.0]])
+    np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], g.forward(x).numpy(), rtol=1e-6)

@@ -7,7 +7,8 @@ written with a -1 batch dimension, so the model is batch-agnostic apart from the
 Operators: linear (Gemm on rank-2 inputs, MatMul + Add otherwise), matmul, conv, convtranspose, the
 element-wise unary ops, leakyrelu, gelu (expanded through Erf/Tanh: opset 13 has no Gelu), clip, softmax,
 add / sub / mul / div / pow / max / min, reshape, flatten, transpose, concat, slice, gather, maxpool,
-avgpool, globalavgpool, reducesum, reducemean, pad, resize (nearest) and groupsort. GroupSort with groups of two (MaxMin)
+avgpool, globalavgpool, reducesum, reducemean, pad, resize (nearest), cast, where, equal, expand and
+groupsort. GroupSort with groups of two (MaxMin)
 becomes Reshape -> Slice x2 -> Max / Min -> Concat -> Reshape, which every ONNX consumer (ours included)
 understands; larger groups become Reshape -> TopK -> Reshape. Other ops raise `UnsupportedOpError`.
 """
@@ -277,6 +278,33 @@ def _pad(c, n, ins, out):
     if mode == "constant":
         args.append(c.scalar(out + "_value", float(n.attrs.get("value", 0.0))))
     c.add("Pad", args, [out], mode=mode)
+
+
+@_emits("cast")
+def _cast(c, n, ins, out):
+    to = {"float": TensorProto.FLOAT, "int": TensorProto.INT64, "bool": TensorProto.BOOL}.get(n.attrs.get("to"))
+    if to is None:
+        raise UnsupportedOpError("cast", n.name, "ONNX export", f"to={n.attrs.get('to')!r}")
+    c.add("Cast", ins[:1], [out], to=to)
+
+
+@_emits("where")
+def _where(c, n, ins, out):
+    cond = ins[0]
+    if n.inputs[0] in c.graph.constants and not c.graph.constants[n.inputs[0]].dtype == torch.bool:
+        cond = c.tmp(out + "_cond")
+        c.add("Cast", [ins[0]], [cond], to=TensorProto.BOOL)
+    c.add("Where", [cond, ins[1], ins[2]], [out])
+
+
+@_emits("equal")
+def _equal(c, n, ins, out):
+    c.add("Equal", ins[:2], [out])
+
+
+@_emits("expand")
+def _expand(c, n, ins, out):
+    c.add("Expand", [ins[0], c.ints(out + "_shape", [1, *n.attrs["shape"]])], [out])
 
 
 @_emits("resize")
