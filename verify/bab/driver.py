@@ -67,8 +67,18 @@ def incomplete_bounds(engine, obj: Objective, lower: torch.Tensor, upper: torch.
     return lb
 
 
+def _detached(graph: Graph) -> Graph:
+    """The graph with trainable parameters detached (verification needs no gradients w.r.t. weights)."""
+    if not any(t.requires_grad for t in graph.constants.values()):
+        return graph
+    g = graph.copy()
+    g.constants = {k: v.detach() for k, v in g.constants.items()}
+    return g
+
+
 def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
     t0 = time.perf_counter()
+    graph = _detached(graph)
     engine = engine_for(graph)
     small = graph.input_size <= INPUT_SPLIT_MAX_DIM
     dtype = torch.float64 if (small or settings.dtype == "float64") else torch.float32
@@ -78,8 +88,9 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
     notes = []
 
     def confirm(x: torch.Tensor) -> bool:
-        xs = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(1, -1)
-        y = graph.forward_flat(xs)[0].numpy()
+        xs = torch.as_tensor(np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float64)).reshape(1, -1)
+        with torch.no_grad():
+            y = graph.forward_flat(xs)[0].numpy()
         return spec.violated_by(xs[0].numpy(), y)
 
     for lower_np, upper_np, terms in spec.regions():

@@ -1,0 +1,103 @@
+"""Branch and bound on small networks whose answer is known by dense enumeration.
+
+A 2-input ReLU network's maximum over a box is pinned down by a fine grid plus a Lipschitz bound on the
+grid spacing: a threshold below the grid maximum is certainly violated (sat); one above the grid maximum
+plus the Lipschitz slack is certainly safe (unsat). Both search modes (input splitting, ReLU splitting
+with β-CROWN) must give exactly those answers; every sat is re-checked by execution.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from verify.api import check
+from verify.importers.torch import load_torch
+from verify.settings import Settings
+from verify.spec.spec import Disjunct, Spec
+
+torch.set_num_threads(1)
+
+
+def _net(seed: int, hidden=(12, 12)):
+    torch.manual_seed(seed)
+    sizes = (2, *hidden, 1)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).double()
+
+
+def _grid_max(module, lo, hi, n=401):
+    xs = torch.stack(torch.meshgrid(torch.linspace(lo[0], hi[0], n, dtype=torch.float64),
+                                    torch.linspace(lo[1], hi[1], n, dtype=torch.float64), indexing="ij"), -1)
+    with torch.no_grad():
+        y = module(xs.reshape(-1, 2)).reshape(-1)
+    lip = 1.0
+    for m in module:
+        if isinstance(m, nn.Linear):
+            lip *= torch.linalg.matrix_norm(m.weight, ord=2).item()
+    spacing = max((hi[0] - lo[0]), (hi[1] - lo[1])) / (n - 1)
+    return y.max().item(), lip * spacing * np.sqrt(2) / 2
+
+
+def _spec_output_above(t: float, lo, hi) -> Spec:
+    """Unsafe iff y >= t, i.e. -y <= -t."""
+    return Spec(2, 1, [Disjunct(np.array(lo, float), np.array(hi, float), np.array([[-1.0]]), np.array([-t]))])
+
+
+@pytest.mark.parametrize("split", ["input", "relu"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_known_answers(split, seed):
+    module = _net(seed)
+    g = load_torch(module, (2,))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    ymax, slack = _grid_max(module, lo, hi)
+    settings = Settings(timeout=30, split=split, attack_share=0.0, attack_min_s=0.0, seed=seed)
+    safe = check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings)
+    assert safe.verdict == "unsat", safe.note
+    unsafe_t = ymax - 0.05 * max(1.0, abs(ymax))
+    bad = check(g, _spec_output_above(unsafe_t, lo, hi), settings)
+    assert bad.verdict == "sat"
+    x = torch.as_tensor(bad.x).reshape(1, 2)
+    assert module(x).item() >= unsafe_t
+    assert np.all(bad.x >= np.array(lo)) and np.all(bad.x <= np.array(hi))
+
+
+def test_disjunction_of_two_boxes_and_terms():
+    """unsat needs every (box, term) pair verified; one violated pair makes it sat."""
+    module = _net(5)
+    g = load_torch(module, (2,))
+    boxes = [([-1.0, -1.0], [0.0, 0.0]), ([0.0, 0.0], [1.0, 1.0])]
+    maxes = [_grid_max(module, lo, hi) for lo, hi in boxes]
+    t_safe = max(m + s for m, s in maxes) + 1e-3
+    settings = Settings(timeout=30, split="input", attack_share=0.0, attack_min_s=0.0)
+    dj = [Disjunct(np.array(lo), np.array(hi), np.array([[-1.0]]), np.array([-t_safe])) for lo, hi in boxes]
+    # second term: y <= very low value (never true) -> still unsat overall
+    dj += [Disjunct(np.array(lo), np.array(hi), np.array([[1.0]]), np.array([-1e6])) for lo, hi in boxes]
+    assert check(g, Spec(2, 1, dj), settings).verdict == "unsat"
+    lo2, hi2 = boxes[1]
+    dj.append(Disjunct(np.array(lo2), np.array(hi2), np.array([[-1.0]]), np.array([-(maxes[1][0] - 0.1)])))
+    assert check(g, Spec(2, 1, dj), settings).verdict == "sat"
+
+
+def test_timeout_is_honoured():
+    import time
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(5, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)).double()
+    g = load_torch(module, (5,))
+    lo, hi = -np.ones(5) * 3, np.ones(5) * 3
+    with torch.no_grad():
+        ymax = module(torch.rand(20000, 5, dtype=torch.float64) * 6 - 3).max().item()
+    # a threshold just above the sampled max: hard to decide either way
+    spec = Spec(5, 1, [Disjunct(lo, hi, np.array([[-1.0]]), np.array([-(ymax + 1e-4)]))])
+    t0 = time.perf_counter()
+    res = check(g, spec, Settings(timeout=3, attack_share=0.2))
+    assert time.perf_counter() - t0 < 3 + 2.5
+    assert res.verdict in ("timeout", "unsat", "sat", "unknown")
+    if res.verdict == "sat":
+        assert module(torch.as_tensor(res.x).reshape(1, 5)).item() >= ymax + 1e-4

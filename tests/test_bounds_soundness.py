@@ -1,0 +1,141 @@
+"""End-to-end soundness of IBP, CROWN and α-CROWN on random networks of every supported operator mix.
+
+For random boxes (a batch of sub-domains at once) we sample 10^4 inputs, run the network concretely, and
+check every output lies inside every method's bounds; plus the ordering facts the methods promise.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from verify.bounds import AlphaOptions, compute
+from verify.importers.torch import load_torch
+
+torch.set_num_threads(1)
+ACTS = {"relu": nn.ReLU, "leakyrelu": lambda: nn.LeakyReLU(0.1), "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+class Residual(nn.Module):
+    def __init__(self, width: int, act):
+        super().__init__()
+        self.inp = nn.Linear(4, width)
+        self.a = nn.Linear(width, width)
+        self.b = nn.Linear(width, width)
+        self.act = act()
+        self.out = nn.Linear(2 * width, 3)
+
+    def forward(self, x):
+        h = self.act(self.inp(x))
+        r = h + self.b(self.act(self.a(h)))          # residual addition of two variables
+        z = torch.cat([r[:, : r.shape[1] // 2] * 2.0, -r[:, r.shape[1] // 2:] / 3.0, r - 0.5], dim=1)
+        return self.out(z[:, : 2 * r.shape[1]])
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 3, 3, stride=1, padding=1)
+        self.c2 = nn.Conv2d(3, 4, 3, stride=2, padding=0)
+        self.pool = nn.AvgPool2d(2)
+        self.act = act()
+        self.fc = nn.Linear(4 * 1 * 1, 5)
+
+    def forward(self, x):
+        h = self.act(self.c1(x))
+        h = self.act(self.c2(h))
+        h = self.pool(h)
+        return self.fc(torch.flatten(h, 1))
+
+
+def mlp(act, sizes=(4, 16, 16, 3)):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTS[act]())
+    return nn.Sequential(*layers)
+
+
+def _cases():
+    for act in ACTS:
+        yield f"mlp-{act}", (lambda a=act: mlp(a)), (4,)
+        yield f"res-{act}", (lambda a=act: Residual(8, ACTS[a])), (4,)
+    yield "cnn-relu", (lambda: SmallCNN(nn.ReLU)), (1, 6, 6)
+    yield "cnn-sigmoid", (lambda: SmallCNN(nn.Sigmoid)), (1, 6, 6)
+
+
+def _sample(lo, hi, n):
+    r = torch.rand(lo.shape[0], n, *lo.shape[1:], dtype=lo.dtype)
+    return lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * r
+
+
+@pytest.mark.parametrize("name,make,shape", list(_cases()), ids=[c[0] for c in _cases()])
+@pytest.mark.parametrize("width", [0.0, 0.1, 2.0])
+def test_outputs_inside_bounds(name, make, shape, width):
+    torch.manual_seed(hash((name, width)) % 2**31)
+    module = make().double().eval()
+    g = load_torch(module, shape)
+    B, n = 3, 10_000 // 3
+    centre = torch.randn(B, *shape, dtype=torch.float64)
+    lo, hi = centre - width / 2, centre + width / 2
+    xs = _sample(lo, hi, n).reshape(B * n, *shape)
+    xs = torch.cat([xs, lo, hi])  # the corners l = u cases included
+    with torch.no_grad():
+        ys = module(xs)
+    y_box = ys[: B * n].reshape(B, n, -1)
+    for method in ["ibp", "crown-ibp", "crown", "alpha-crown"]:
+        l, u = compute(g, lo, hi, method=method, alpha=AlphaOptions(iterations=5, stop_when_positive=False))
+        l, u = l.reshape(B, 1, -1), u.reshape(B, 1, -1)
+        tol = 1e-9 * (1 + y_box.abs().max())
+        assert (y_box >= l - tol).all(), f"{method}: lower bound above a sampled output"
+        assert (y_box <= u + tol).all(), f"{method}: upper bound below a sampled output"
+        assert torch.isfinite(l).all() and torch.isfinite(u).all()
+
+
+@pytest.mark.parametrize("act", ["relu", "leakyrelu"])
+def test_crown_not_looser_than_ibp_on_relu_mlps(act):
+    torch.manual_seed(1)
+    g = load_torch(mlp(act, (5, 30, 30, 30, 4)).double(), (5,))
+    lo = torch.rand(4, 5, dtype=torch.float64)
+    hi = lo + 0.3
+    li, ui = compute(g, lo, hi, method="ibp")
+    lc, uc = compute(g, lo, hi, method="crown")
+    assert (lc >= li - 1e-9).all() and (uc <= ui + 1e-9).all()
+    assert (uc - lc).sum() < (ui - li).sum()
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+def test_alpha_crown_at_least_crown(act):
+    torch.manual_seed(2)
+    g = load_torch(mlp(act, (5, 20, 20, 3)).double(), (5,))
+    lo = torch.rand(2, 5, dtype=torch.float64)
+    hi = lo + 0.5
+    C = torch.randn(2, 4, 3, dtype=torch.float64)
+    lc, _ = compute(g, lo, hi, method="crown", C=C)
+    la, _ = compute(g, lo, hi, method="alpha-crown", C=C, alpha=AlphaOptions(iterations=15, stop_when_positive=False))
+    assert (la >= lc - 1e-9).all()
+
+
+def test_batch_of_boxes_equals_one_by_one():
+    torch.manual_seed(3)
+    g = load_torch(mlp("relu", (5, 20, 20, 5)).double(), (5,))
+    lo = torch.rand(8, 5, dtype=torch.float64) - 0.5
+    hi = lo + torch.rand(8, 5, dtype=torch.float64) * 0.2
+    lb, ub = compute(g, lo, hi, method="crown")
+    for i in range(8):
+        l1, u1 = compute(g, lo[i:i + 1], hi[i:i + 1], method="crown")
+        assert torch.allclose(l1, lb[i:i + 1], atol=1e-9) and torch.allclose(u1, ub[i:i + 1], atol=1e-9)
+
+
+def test_ibp_and_crown_differentiable_wrt_weights():
+    torch.manual_seed(4)
+    m = mlp("relu", (4, 8, 3))
+    g = load_torch(m, (4,))
+    lo = torch.zeros(2, 4)
+    hi = torch.ones(2, 4) * 0.1
+    for method in ["ibp", "crown-ibp", "crown"]:
+        m.zero_grad()
+        l, u = compute(g, lo, hi, method=method)
+        (u - l).sum().backward()
+        assert m[0].weight.grad is not None and m[0].weight.grad.abs().sum() > 0
