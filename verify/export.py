@@ -4,13 +4,11 @@
 of shape [1, *input_shape] and one output named "output" of shape [1, *output_shape]. Reshapes are
 written with a -1 batch dimension, so the model is batch-agnostic apart from the declared input shape.
 
-Operators: linear (Gemm on rank-2 inputs, MatMul + Add otherwise), matmul, conv, convtranspose, the
-element-wise unary ops, leakyrelu, gelu (expanded through Erf/Tanh: opset 13 has no Gelu), clip, softmax,
-add / sub / mul / div / pow / max / min, reshape, flatten, transpose, concat, slice, gather, maxpool,
-avgpool, globalavgpool, reducesum, reducemean, pad, resize (nearest), cast, where, equal, expand and
-groupsort. GroupSort with groups of two (MaxMin)
-becomes Reshape -> Slice x2 -> Max / Min -> Concat -> Reshape, which every ONNX consumer (ours included)
-understands; larger groups become Reshape -> TopK -> Reshape. Other ops raise `UnsupportedOpError`.
+Operators: every op of `verify.graph.ops.OPS` (linear as Gemm on rank-2 inputs and MatMul + Add otherwise;
+gelu expanded through Erf / Tanh since opset 13 has no Gelu; reshape as Reshape [-1, ...]). GroupSort
+with groups of two (MaxMin) becomes Reshape -> Slice x2 -> Max / Min -> Concat -> Reshape, which every
+ONNX consumer (ours included) understands; larger groups become Reshape -> TopK -> Reshape. An op without
+an emitter raises `UnsupportedOpError`.
 """
 from __future__ import annotations
 
