@@ -42,12 +42,26 @@ def test_sat_from_attack_carries_verified_counterexample():
     assert 0 < res.time_s < 20
 
 
-def test_no_bab_gives_unknown_within_the_attack_share():
+def test_without_a_prover_unknown_within_the_attack_share(monkeypatch):
+    monkeypatch.setattr(api, "_prove_module", lambda: None)
     g = identity_graph()
     spec = box_spec([0.5], [1.0], [[1.0]], [0.1])  # unsafe iff x <= 0.1: impossible
-    res = api.check(g, spec, timeout=10, no_bab=True, attack_share=0.1, attack_min_s=0.2)
-    assert res.verdict == "unknown" and "disabled" in res.note
+    res = api.check(g, spec, timeout=10, attack_share=0.1, attack_min_s=0.2)
+    assert res.verdict == "unknown" and "not available" in res.note
     assert res.time_s < 3.0
+
+
+def test_real_prover_settles_a_safe_property():
+    if api._prove_module() is None:
+        pytest.skip("verify.bab.driver not built")
+    spec = box_spec([0.5], [1.0], [[1.0]], [0.1])  # y = x >= 0.5 > 0.1 on the box
+    res = api.check(identity_graph(), spec, timeout=20, attack_share=0.0)
+    assert res.verdict == "unsat"
+    g = random_mlp(3)
+    res = api.check(g, planted_spec(g, 3), timeout=4, attack_share=0.0)   # the prover alone
+    assert res.verdict in ("sat", "unknown", "timeout")
+    if res.verdict == "sat":
+        assert planted_spec(g, 3).violated_by(res.x, res.y)
 
 
 def test_full_attack_share_ends_as_timeout():

@@ -9,7 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from verify import api
 from verify.cli import main
+from verify.errors import UnsupportedOpError
 from verify.spec.results import read_result
 
 
@@ -68,7 +70,8 @@ def test_sat_prints_result_and_writes_file(net, tmp_path, capsys):
     assert (tmp_path / "r.txt").read_text() == out
 
 
-def test_json_is_one_object(net, tmp_path, capsys):
+def test_json_is_one_object(net, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(api, "_prove_module", lambda: None)   # falsification only
     spec = box_vnnlib(tmp_path / "p.vnnlib", [0, 0], [1, 1], ["(>= Y_0 2.5)"], 2)   # impossible
     code, out, err = run_cli(["check", net, spec, "--no-bab", "--timeout", "2", "--attack-share", "0.25",
                               "--json"], capsys)
@@ -134,3 +137,22 @@ def test_bad_option_is_usage_error(net, tmp_path, capsys):
         main(["check", str(net), str(spec), "--method", "magic"])
     assert e.value.code == 2
     assert_one_line_error(2, *capsys.readouterr(), "--method")
+
+
+def test_safe_property_proved_by_the_prover(net, tmp_path, capsys):
+    if api._prove_module() is None:
+        pytest.skip("verify.bab.driver not built")
+    spec = box_vnnlib(tmp_path / "p.vnnlib", [0, 0], [1, 1], ["(>= Y_0 2.5)"], 2)   # y0 <= 2 on the box
+    code, out, err = run_cli(["check", net, spec, "--timeout", "20"], capsys)
+    assert code == 0 and out == "unsat\n"
+
+
+def test_unsupported_op_at_bound_time_is_unknown_with_a_note(net, tmp_path, capsys, monkeypatch):
+    def prove(graph, spec, settings, deadline):
+        raise UnsupportedOpError("erf", "node_3")
+
+    monkeypatch.setattr(api, "_prove_module", lambda: type("Driver", (), {"prove": staticmethod(prove)}))
+    spec = box_vnnlib(tmp_path / "p.vnnlib", [0, 0], [1, 1], ["(>= Y_0 2.5)"], 2)
+    code, out, err = run_cli(["check", net, spec, "--timeout", "2", "--attack-share", "0.1"], capsys)
+    assert code == 0 and out == "unknown\n"
+    assert len(err.strip().splitlines()) == 1 and "'erf'" in err and "node_3" in err

@@ -5,9 +5,10 @@
     result = verify.check(graph, spec, timeout=30)   # or paths; overrides are Settings fields
     result.verdict, result.x, result.y, result.time_s
 
-`check` runs falsification for a bounded share of the timeout (`Settings.attack_budget`), then, unless
-`no_bab` is set, hands the rest of the time to `verify.bab.driver.prove` when that module exists. Every
-`sat` carries a counterexample that was executed again in float64 and meets the spec exactly.
+`check` runs falsification for a bounded share of the timeout (`Settings.attack_budget`), then hands the
+rest of the time to `verify.bab.driver.prove` when that module exists (incomplete bounds, then branch and
+bound unless `no_bab` is set). Every `sat` carries a counterexample that was executed again in float64 and
+meets the spec exactly.
 """
 from __future__ import annotations
 
@@ -131,11 +132,9 @@ def check(model: Any, spec: Any, settings: Settings | None = None, input_shape: 
                    f"({attack.evaluations} evaluations, best margin {attack.best_margin:.3g})")
     if time.perf_counter() >= deadline:
         return done("timeout", note=attack_note)
-    if settings.no_bab:
-        return done("unknown", note=attack_note + "; branch and bound disabled")
     driver = _prove_module()
     if driver is None:
-        return done("unknown", note=attack_note + "; branch and bound not available")
+        return done("unknown", note=attack_note + "; bounds and branch and bound not available")
     try:
         res = driver.prove(graph, spec, settings, deadline)
     except UnsupportedOpError as e:

@@ -20,7 +20,7 @@ class Settings:
 
     # bound method used by the bound engine / branch and bound
     method: str = "alpha-crown"
-    # skip branch and bound: falsification (and nothing else) decides, else `unknown`
+    # skip branch and bound: falsification and incomplete bounds decide, else `unknown`
     no_bab: bool = False
     # wall-clock limit for one instance, seconds (model load, spec parse, attack, bounds, search)
     timeout: float = 60.0

@@ -28,7 +28,7 @@ RESULT_COLUMNS = ["onnx", "vnnlib", "result", "time_s", "result_file", "domains"
 def add_verification_options(p: argparse.ArgumentParser) -> None:
     """Options shared by check and bench (bench applies them to every instance)."""
     p.add_argument("--method", choices=METHODS, default="alpha-crown", help="bound method (default alpha-crown)")
-    p.add_argument("--no-bab", action="store_true", help="falsification only: no bounds, no branch and bound")
+    p.add_argument("--no-bab", action="store_true", help="no branch and bound: falsification and incomplete bounds only")
     p.add_argument("--timeout", type=float, default=None,
                    help=f"seconds per instance (check: default {DEFAULT_CHECK_TIMEOUT:g}; bench: the CSV's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
