@@ -1003,15 +1003,12 @@ def load_torch(module: nn.Module, input_shape: tuple[int, ...] | list[int] | int
     example = (torch.rand((EXAMPLE_BATCH, *input_shape), generator=gen, dtype=torch.float64) + 0.5).to(dtype=dtype,
                                                                                                 device=device)
     env: dict[fx.Node, Any] = {}
-    n_inputs = 0
     out_val: Any = None
     for node in fx_graph.nodes:
         try:
-            res = env[node] = _convert_node(b, root, node, names[node], env, example, n_inputs)
+            res = env[node] = _convert_node(b, root, node, names[node], env, example)
         except _Unsupported as e:
             raise UnsupportedOpError(e.op, names[node], "torch import", e.detail) from None
-        if node.op == "placeholder":
-            n_inputs += 1
         if node.op == "output":
             out_val = res
     if isinstance(out_val, (tuple, list)) and len(out_val) == 1:
@@ -1054,13 +1051,9 @@ def _ir_names(fx_graph: fx.Graph) -> dict[fx.Node, str]:
     return out
 
 
-def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, example, n_inputs: int) -> Any:
-    if node.op == "placeholder":
-        if n_inputs == 0:
-            return _Val(INPUT_NAME, example)
-        if node.args:
-            return node.args[0]  # an extra argument with a default value
-        raise InputError(f"torch import: forward takes more than one input ({node.name!r}); one is supported")
+def _convert_node(b: _Builder, root: nn.Module, node: fx.Node, name: str, env, example) -> Any:
+    if node.op == "placeholder":  # the wrapper's single input (further forward arguments keep defaults)
+        return _Val(INPUT_NAME, example)
     if node.op == "get_attr":
         return _fetch_attr(root, node.target)
     if node.op == "output":
