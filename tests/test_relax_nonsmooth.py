@@ -94,3 +94,19 @@ def test_gelu_alpha_gradient_improves_objective():
     val = lw * 1.0 + lb  # lower line at x = 1: maximise
     val.sum().backward()
     assert alpha.grad is not None and torch.isfinite(alpha.grad).all() and float(alpha.grad[0].abs()) > 0
+
+
+def test_float32_lines_hold_against_float64_function():
+    """The rounding allowance keeps float32 lines sound for the float64 function (relative 1e-6)."""
+    for name in ("sin", "cos", "gelu", "gelu_tanh", "erf", "abs", "clip"):
+        fn, attrs, special = CASES[name]
+        for seed, centre, lw in ((7, 0.5, 0.0), (8, 100.0, 1.5)):
+            l, u = interval_batch(seed, 60, centre, lw, special, dtype=torch.float32)
+            alpha = RULES[OPS.get(name, name)].alpha_init(l, u, attrs)
+            lw_, lb, uw, ub = RULES[OPS.get(name, name)].relax(l, u, attrs, alpha)
+            x = l.double() + torch.rand(200, *l.shape, dtype=torch.float64) * (u - l).double()
+            y = fn(x)
+            for w, b, sgn in ((lw_, lb, 1), (uw, ub, -1)):
+                line = w.double() * x + b.double()
+                exc = sgn * (line - y) / (1 + y.abs() + (w.double() * x).abs() + b.double().abs())
+                assert float(exc.max()) <= 1e-6, name
