@@ -32,7 +32,7 @@ def run(args) -> int:
     from verify.lipsdp.api import lipschitz
 
     res = lipschitz(args.model, norm=args.norm, method=args.method, solver=args.solver,
-                    lower=not args.no_lower, seed=args.seed, time_limit=args.timeout)
+                    lower=not args.no_lower, seed=args.seed, time_limit=args.timeout, threads=args.threads)
     if args.json:
         sys.stdout.write(json.dumps(res.to_dict(), default=_jsonable) + "\n")
         return 0

@@ -17,6 +17,8 @@ capped by the norm product; the solver's own objective is reported beside it as 
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -82,12 +84,33 @@ def _normalise(net: LipNet) -> tuple[LipNet, float]:
 
 def lipschitz(model: Any, norm: int | str | float = 2, method: str = "lipsdp-neuron", solver: str | None = None,
               lower: bool = True, seed: int = 0, time_limit: float = 600.0, samples: int = 64,
-              verbose: bool = False) -> LipschitzResult:
+              verbose: bool = False, threads: int | None = None) -> LipschitzResult:
     """Certified Lipschitz bracket of `model` (a .mat/.onnx path, Graph, nn.Sequential or LipNet).
 
     For norm="inf" the constant is that of |f(x)-f(y)|_inf <= L |x-y|_inf (the max over output rows of the
-    seed paper's scalar-output l_inf formulation).
+    seed paper's scalar-output l_inf formulation). `time_limit` bounds the fast solver (any iterate is a
+    valid certificate, so a timeout only loosens the bound). BLAS threads: `threads`, else
+    OMP_NUM_THREADS, else one (the eliminations are small dense products that threads only slow down).
     """
+    with _blas_threads(threads):
+        return _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, verbose)
+
+
+@contextlib.contextmanager
+def _blas_threads(threads: int | None):
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=int(threads or 1)):
+        yield
+
+
+def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, verbose) -> LipschitzResult:
     t0 = time.monotonic()
     norm = _norm_name(norm)
     method = method.lower()

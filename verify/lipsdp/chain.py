@@ -154,6 +154,34 @@ class Chain:
             parts.append(q.grad(V, Wo, weights))
         return np.concatenate(parts)
 
+    def logdet_rest(self, res: ChainResult) -> float:
+        """log det of the blocks 1..l of M (= sum of the pivots' log dets): the interior barrier."""
+        return float(sum(2.0 * np.log(np.diag(c[0])).sum() for c in res.chols))
+
+    def logdet_grad(self, res: ChainResult) -> np.ndarray:
+        """Gradient of `logdet_rest` w.r.t. theta: <M_rest^-1, dM_rest/dtheta>, using only the blocks of
+        M_rest^-1 on and next to the diagonal (a forward recursion over the pivots):
+        G_11 = S_1^-1, G_{k+1,k} = -S_{k+1}^-1 C_k' G_kk, G_{k+1,k+1} = S_{k+1}^-1 + S_{k+1}^-1 C_k' G_kk C_k S_{k+1}^-1.
+        """
+        l = self.l
+        eye = lambda n: np.eye(n)  # noqa: E731
+        G = sla.cho_solve(res.chols[0], eye(res.chols[0][0].shape[0]), check_finite=False)
+        parts = [None] * l
+        # layer 0 touches M_rest only through -Q_0 in block (1, 1)
+        parts[0] = -self.qcs[0].grad_cov(None, None, G)
+        for k in range(1, l):
+            T = sla.cho_solve(res.chols[k], res.Cs[k].T, check_finite=False)      # S_{k+1}^-1 C_k'
+            Sinv = sla.cho_solve(res.chols[k], eye(T.shape[0]), check_finite=False)
+            TG = T @ G
+            G_off = -TG                                                           # G_{k+1,k}
+            G_next = Sinv + TG @ T.T
+            W = self.weights[k]
+            Cvv = W @ G @ W.T
+            Cvw = W @ G_off.T                                                     # E[v w'] = W G_{k,k+1}
+            parts[k] = -self.qcs[k].grad_cov(Cvv, Cvw, G_next)
+            G = G_next
+        return np.concatenate(parts)
+
     # ------------------------------------------------------------------------------------ certificate
     def _pivot_margin(self, res: ChainResult) -> float:
         """Relative allowance for the rounding of the elimination: 1e-9 plus eps times pivot conditioning."""

@@ -34,25 +34,50 @@ class FastResult:
 
 
 class _Objective:
+    """f_mu (+ barrier + ridge) as a function of unconstrained variables x.
+
+    x -> theta: lam = exp(x) for sign-constrained multipliers; for each (a, b) pair of a full-coupling
+    GroupSort/Householder layer, x holds (gamma, d) with a = d - exp(gamma), b = d + exp(gamma). The cross
+    term (a - b)/2 = -exp(gamma) multiplies -(E(v - w))^2 in the QC, which only hurts when positive, so
+    this loses nothing; its optimum is at infinity (it enforces E v = E w), which a log scale reaches in
+    few steps instead of a long linear valley.
+    """
+
     def __init__(self, chain: Chain, ridge: float = 0.0):
         self.chain = chain
         self.mask = chain.nonneg_mask
-        self.free = ~chain.nonneg_mask
-        self.ridge = ridge   # weight of ridge * |free multipliers|^2: keeps the pivots well conditioned
+        ia, ib = [], []
+        for k, q in enumerate(chain.qcs):
+            if "b" in q.names:
+                start = int(chain.offsets[k]) + q.sizes["lam"]
+                ia.append(np.arange(start, start + q.sizes["a"]))
+                ib.append(np.arange(start + q.sizes["a"], start + q.sizes["a"] + q.sizes["b"]))
+        self.ia = np.concatenate(ia) if ia else np.zeros(0, dtype=int)
+        self.ib = np.concatenate(ib) if ib else np.zeros(0, dtype=int)
+        self.ridge = ridge   # weight of ridge * |a, b|^2: keeps the pivots well conditioned
+        self.tau = 0.0       # weight of the barrier -tau * log det(M blocks 1..l)
         self.evals = 0
 
     def theta(self, x: np.ndarray) -> np.ndarray:
         th = x.copy()
         th[self.mask] = np.exp(np.clip(x[self.mask], -700, 700))
+        if len(self.ia):
+            c, d = np.exp(np.clip(x[self.ia], -700, 700)), x[self.ib]
+            th[self.ia], th[self.ib] = d - c, d + c
         return th
 
     def x_of(self, theta: np.ndarray) -> np.ndarray:
         x = theta.copy()
         x[self.mask] = np.log(np.maximum(theta[self.mask], 1e-300))
+        if len(self.ia):
+            a, b = theta[self.ia], theta[self.ib]
+            floor = max(float(np.abs(theta[self.mask]).mean()) if self.mask.any() else 1.0, 1e-300)
+            x[self.ia] = np.log(np.maximum((b - a) / 2, floor))
+            x[self.ib] = (a + b) / 2
         return x
 
     def __call__(self, x: np.ndarray, mu: float, need_grad: bool = True):
-        """(f_mu, grad_x f_mu, lambda_max) or (inf, None, inf) outside the domain."""
+        """(objective, gradient w.r.t. x, lambda_max) or (inf, None, inf) outside the domain."""
         self.evals += 1
         th = self.theta(x)
         try:
@@ -71,17 +96,28 @@ class _Objective:
         else:
             f, w = lmax, np.zeros_like(ev)
             w[-1] = 1.0
-        if self.ridge:
-            f = f + self.ridge * float(x[self.free] @ x[self.free])
+        ab = np.concatenate([th[self.ia], th[self.ib]])
+        if self.ridge and len(ab):
+            f = f + self.ridge * float(ab @ ab)
+        if self.tau:
+            f = f - self.tau * self.chain.logdet_rest(res)
         if not need_grad:
             return f, None, lmax
         keep = w > 1e-12
         zs = self.chain.directions(res, U[:, keep])
         g = self.chain.grad(zs, w[keep])
-        g[self.mask] *= th[self.mask]
-        if self.ridge:
-            g[self.free] += 2 * self.ridge * x[self.free]
-        return f, g, lmax
+        if self.tau:
+            g = g - self.tau * self.chain.logdet_grad(res)
+        if self.ridge and len(ab):
+            g[self.ia] += 2 * self.ridge * th[self.ia]
+            g[self.ib] += 2 * self.ridge * th[self.ib]
+        gx = g.copy()
+        gx[self.mask] = g[self.mask] * th[self.mask]
+        if len(self.ia):
+            c = np.exp(np.clip(x[self.ia], -700, 700))
+            gx[self.ia] = (g[self.ib] - g[self.ia]) * c
+            gx[self.ib] = g[self.ia] + g[self.ib]
+        return f, gx, lmax
 
 
 def _lbfgs(obj: _Objective, x: np.ndarray, mu: float, max_iter: int, tol: float, deadline: float,
@@ -139,12 +175,17 @@ def _lbfgs(obj: _Objective, x: np.ndarray, mu: float, max_iter: int, tol: float,
     return x, f, lmax, it
 
 
-def solve_fast(chain: Chain, theta0: np.ndarray | None = None, max_iter: int = 3000, tol: float = 1e-9,
+def solve_fast(chain: Chain, theta0: np.ndarray | None = None, max_iter: int = 5000, tol: float = 1e-9,
                time_limit: float = 600.0, mus: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 0.0),
+               taus: tuple[float, ...] = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
                ridge: float = 1e-12) -> FastResult:
     """Minimise lambda_max(X(theta)) from theta0 (default: the chain's strictly feasible reference point).
 
-    `mus` are the soft-max temperatures relative to the current value, in order (0 = the exact maximum).
+    `mus` are the soft-max temperatures relative to the current value, in order (0 = the exact maximum);
+    `taus` the matching barrier weights, relative to value / dim(M blocks 1..l) (the barrier's gap is about
+    tau * value). The barrier matters where the optimum lies on the boundary of the pivots' positive
+    definiteness (MaxMin layers: the cross term couples only the group sums), which a plain line search
+    cannot follow.
     """
     t0 = time.monotonic()
     deadline = t0 + time_limit
@@ -160,10 +201,14 @@ def solve_fast(chain: Chain, theta0: np.ndarray | None = None, max_iter: int = 3
     obj.ridge = ridge / max(abs(lmax), 1e-300)
     history = [(0.0, float(lmax))]
     iters = 0
-    per_stage = max(1, max_iter // len(mus))
-    for rel_mu in mus:
+    n_rest = sum(W.shape[1] for W in chain.weights[1:])
+    shares = np.array([0.4, 0.25, 0.15, 0.1, 0.1][:len(mus)] + [0.1] * max(0, len(mus) - 5))
+    for i, (rel_mu, rel_tau) in enumerate(zip(mus, taus)):
         mu = rel_mu * max(abs(lmax), 1e-300)
-        x, f, lmax, it = _lbfgs(obj, x, mu, per_stage, tol, deadline)
+        obj.tau = rel_tau * max(abs(lmax), 1e-300) / n_rest
+        now = time.monotonic()
+        stage_deadline = min(deadline, now + (deadline - now) * shares[i] / shares[i:].sum())
+        x, f, lmax, it = _lbfgs(obj, x, mu, max_iter, tol, stage_deadline)
         iters += it
         history.append((time.monotonic() - t0, float(lmax)))
         if time.monotonic() > deadline:

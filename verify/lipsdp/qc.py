@@ -139,6 +139,39 @@ class LayerQC:
             return np.concatenate([g[k].sum(keepdims=True) for k in self.names])
         return np.concatenate([g[k] for k in self.names])
 
+    def grad_cov(self, Cvv: np.ndarray | None, Cvw: np.ndarray | None, Cww: np.ndarray) -> np.ndarray:
+        """d/dtheta of E[q(v, w)] for zero-mean (v, w) with covariance blocks Cvv, Cvw = E[v w'], Cww
+        (None = zero): the trace <Cov, dQC/dtheta> that the log-det barrier's gradient needs."""
+        n = self.n
+        if Cvv is None:
+            Cvv = np.zeros((n, n))
+        if Cvw is None:
+            Cvw = np.zeros((n, n))
+        if self.act.kind == "slope":
+            al, be = self.act.alpha, self.act.beta
+            g = {"lam": -2 * al * be * np.diag(Cvv) + 2 * (al + be) * np.diag(Cvw) - 2 * np.diag(Cww)}
+        else:
+            gsz, m = self.act.group_size, self.m
+
+            def blocks(C):  # (m, g, g): the group-diagonal blocks
+                idx = np.arange(m)
+                return C.reshape(m, gsz, m, gsz)[idx, :, idx, :]
+
+            Bvv, Bvw, Bww = blocks(Cvv), blocks(Cvw), blocks(Cww)
+            tr = lambda B: np.trace(B, axis1=1, axis2=2)  # noqa: E731
+            e = self.G[0, :gsz]
+            quad = lambda B: np.einsum("i,jik,k->j", e, B, e)  # noqa: E731  e' B_j e
+            vv, ww, vw = tr(Bvv), tr(Bww), tr(Bvw)
+            vEv = self.cE * vv + self.sE * quad(Bvv)
+            vEw = self.cE * vw + self.sE * quad(Bvw)
+            wEw = self.cE * ww + self.sE * quad(Bww)
+            g = {"lam": vv - ww, "a": vEv - vEw, "b": vEw - wEw}
+            if "b" not in self.names:
+                g["a"] = g["a"] + g["b"]
+        if self.tied:
+            return np.concatenate([g[k].sum(keepdims=True) for k in self.names])
+        return np.concatenate([g[k] for k in self.names])
+
     def reference(self, scale: float) -> dict[str, np.ndarray]:
         """Multipliers lam = scale (a = b = 0): with the right scales, a strictly feasible point."""
         out = {"lam": np.full(self.m, float(scale))}
