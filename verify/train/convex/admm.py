@@ -28,11 +28,11 @@ from verify.train.convex.problem import ConvexProblem
 class _Factor:
     """Cached factorisations for one ρ."""
 
-    def __init__(self, prob: ConvexProblem, rho: float):
+    def __init__(self, prob: ConvexProblem, rho: float, Xg: np.ndarray, gamma: float):
         X = prob.X
         d = prob.d
         self.rho = rho
-        M = rho * (np.eye(d) + X.T @ X)
+        M = rho * (np.eye(d) + gamma * (Xg.T @ Xg))
         self.Mc = sla.cho_factor(M)
         K = X @ sla.cho_solve(self.Mc, X.T)
         Df = prob.D.astype(float)
@@ -50,24 +50,29 @@ class _Factor:
 
 def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000, tol: float = 1e-6,
          time_limit: float | None = None, progress: bool = False, warm: dict | None = None,
-         adapt_every: int = 0, relax: float = 1.6) -> dict:
-    """Run ADMM until primal and dual residuals are below `tol` (relative); returns the iterates."""
+         adapt_every: int = 0, relax: float = 1.6, gamma: float = 10.0, equilibrate: bool = True) -> dict:
+    """Run ADMM until primal and dual residuals are below `tol` (relative); returns the iterates.
+
+    equilibrate: the cone rows use x_k/‖x_k‖ (a positive row scaling: same cones, better conditioning;
+    GᵀG keeps its identical diagonal blocks). gamma: weight of the cone splitting's penalty relative to ρ."""
     X, y = prob.X, prob.y
+    Xg = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-300) if equilibrate else X
+    Xg = Xg * np.sqrt(gamma)
     P = prob.P
     E = np.concatenate([prob.D, prob.D], axis=1).astype(float)  # (n, 2P) gates
     S = 2.0 * E - 1.0  # cone signs
     sig = np.concatenate([np.ones(P), -np.ones(P)])
     beta = prob.beta
     if rho is None:
-        rho = 0.1  # starting guess (good on standardised data); rebalanced by the residual ratio
+        rho = 0.2  # tuned on the breast-cancer reference (with gamma = 10); see docs/convex_training.md
     t0 = time.perf_counter()
-    fac = _Factor(prob, rho)
+    fac = _Factor(prob, rho, Xg, 1.0)
     Fty = (X.T @ (E * y[:, None])) * sig  # Fᵀy, (d, 2P)
     if warm:
         U, Z, A, Sv, N = (warm[k].copy() for k in ("U", "Z", "A", "S", "N"))
         rho = warm.get("rho", rho)
         if rho != fac.rho:
-            fac = _Factor(prob, rho)
+            fac = _Factor(prob, rho, Xg, 1.0)
     else:
         U = np.zeros((prob.d, 2 * P))
         Z = U.copy()
@@ -83,9 +88,9 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
     r_p = r_d = np.inf
     converged = False
     for it in range(1, max_iters + 1):
-        B = Fty + rho * (Z - A) + rho * (X.T @ (S * (Sv - N)))
+        B = Fty + rho * (Z - A) + rho * (Xg.T @ (S * (Sv - N)))
         U = fac.solve(prob, E, sig, B)
-        GU = S * (X @ U)
+        GU = S * (Xg @ U)
         if relax != 1.0:  # over-relaxation
             Uh = relax * U + (1 - relax) * Z
             GUh = relax * GU + (1 - relax) * Sv
@@ -103,9 +108,9 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
         N += GUh - Sv
         if it % 10 == 0 or it == max_iters:
             rp = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - Sv) ** 2))
-            rd = rho * np.sqrt(np.sum((Z - Z_old) ** 2) + np.sum((X.T @ (S * (Sv - S_old))) ** 2))
+            rd = rho * np.sqrt(np.sum((Z - Z_old) ** 2) + np.sum((Xg.T @ (S * (Sv - S_old))) ** 2))
             sc_p = max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)), np.sqrt(np.sum(Z ** 2) + np.sum(Sv ** 2)), 1e-12)
-            sc_d = rho * max(np.sqrt(np.sum(A ** 2) + np.sum((X.T @ (S * N)) ** 2)), 1e-12)
+            sc_d = rho * max(np.sqrt(np.sum(A ** 2) + np.sum((Xg.T @ (S * N)) ** 2)), 1e-12)
             r_p, r_d = rp / sc_p, rd / sc_d
             if bar is not None:
                 bar.update(10)
@@ -122,7 +127,7 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
                     rho *= f
                     A /= f
                     N /= f
-                    fac = _Factor(prob, rho)
+                    fac = _Factor(prob, rho, Xg, 1.0)
     if bar is not None:
         bar.close()
     return {"U": U, "Z": Z, "A": A, "S": Sv, "N": N, "rho": rho, "iters": it, "r_p": r_p, "r_d": r_d,

@@ -110,7 +110,8 @@ def _warm_state(prob: ConvexProblem, V: np.ndarray, W: np.ndarray, prev: dict | 
     P = prob.P
     U = np.concatenate([V, W], axis=1)
     E = np.concatenate([prob.D, prob.D], axis=1)
-    GU = np.where(E, 1.0, -1.0) * (prob.X @ U)
+    Xg = prob.X / np.linalg.norm(prob.X, axis=1, keepdims=True).clip(1e-300)  # admm's equilibrated rows
+    GU = np.where(E, 1.0, -1.0) * (Xg @ U)
     st = {"U": U, "Z": U.copy(), "A": np.zeros_like(U), "S": np.maximum(GU, 0.0), "N": np.zeros_like(GU)}
     if prev is not None:
         p0 = prev["U"].shape[1] // 2

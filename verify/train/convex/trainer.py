@@ -102,8 +102,8 @@ def fit(X: np.ndarray, y: np.ndarray, beta: float = 0.1, patterns=100, solver: s
         if adversarial_eps:
             from verify.train.convex.adversarial import solve_robust
 
-            res = solve_robust(prob, float(adversarial_eps), bias=bias, solver=cvxpy_solver, eps=eps)
-            V, W, cert = res["V"], res["W"], res["certificate"]
+            res = solve_robust(prob, float(adversarial_eps), bias=bias, solver=cvxpy_solver, eps_tol=eps)
+            V, W, D, cert = res["V"], res["W"], res["D"], res["certificate"]
             info["robust_train_acc"] = res["robust_train_acc"]
         elif gated:
             from verify.train.convex.gated import gated_to_relu, scenario_bound, solve_gated
