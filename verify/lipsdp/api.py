@@ -10,7 +10,8 @@ Methods (`method=`):
                  no cross term); equals lipsdp-neuron on slope-restricted layers; reproduces its tables
 
 Solvers (`solver=`): "fast" (the project's structure-exploiting first-order solver, `verify.lipsdp.fast`;
-default for l2 neuron/layer) or any installed cvxpy solver name ("SCS" default otherwise, "CLARABEL", ...).
+default for l2 neuron/layer) or any installed cvxpy solver name ("SCS" default for l_inf, "CLARABEL" default
+for lipsdp-nsr, whose optimum lies on the boundary where a first-order method crawls).
 
 Every upper bound is recomputed from the solver's multipliers in float64 (`verify.lipsdp.chain`) and
 capped by the norm product; the solver's own objective is reported beside it as `solver_value`.
@@ -129,7 +130,9 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
         tied = method == "lipsdp-layer"
         coupling = "paper" if method == "lipsdp-nsr" else "full"
         if norm == "2":
-            used_solver = (solver or ("SCS" if method == "lipsdp-nsr" else "fast"))
+            # lipsdp-nsr has no cross term, so its optimum sits on the boundary of every pivot: an
+            # interior-point solver (Clarabel) is the right default there; the fast solver for the rest
+            used_solver = (solver or ("CLARABEL" if method == "lipsdp-nsr" else "fast"))
             cert, raw, info = _solve_l2(scaled, tied, coupling, used_solver, time_limit, verbose)
         else:
             used_solver = solver or "SCS"

@@ -202,6 +202,10 @@ def solve_fast(chain: Chain, theta0: np.ndarray | None = None, max_iter: int = 5
     history = [(0.0, float(lmax))]
     iters = 0
     n_rest = sum(W.shape[1] for W in chain.weights[1:])
+    if all(q.act.kind == "slope" for q in chain.qcs):
+        # slope-restricted layers couple every direction (R = (alpha+beta) Lam): the optimum is interior,
+        # lambda_max itself blows up at the boundary, and the barrier's extra solves would only cost time
+        taus = tuple(0.0 for _ in taus)
     shares = np.array([0.4, 0.25, 0.15, 0.1, 0.1][:len(mus)] + [0.1] * max(0, len(mus) - 5))
     for i, (rel_mu, rel_tau) in enumerate(zip(mus, taus)):
         mu = rel_mu * max(abs(lmax), 1e-300)
