@@ -40,9 +40,15 @@ def main() -> int:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--ramp-epochs", type=float, default=8.0)
     p.add_argument("--kappa-end", type=float, default=0.0)
+    p.add_argument("--crown-beta-end", type=float, default=0.0)
+    p.add_argument("--sabr-lambda", type=float, default=0.4)
+    p.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
     p.add_argument("--subset", type=int, default=1000, help="test images for CROWN / alpha-CROWN")
     p.add_argument("--verifiers", default="crown,alpha-crown", help="bound methods run on the subset")
+    p.add_argument("--check-timeout", type=float, default=0.0,
+                   help="run `verify check` (BaB) with this timeout on subset images no bound method certified "
+                   "and PGD did not break (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="save the trained state_dict here")
     p.add_argument("--json-out", default=None)
@@ -52,10 +58,12 @@ def main() -> int:
     x_te, y_te = load_dataset(a.dataset, "test", a.data_dir)
     if a.train_limit:
         x_tr, y_tr = x_tr[:a.train_limit], y_tr[:a.train_limit]
+    if a.test_limit:
+        x_te, y_te = x_te[:a.test_limit], y_te[:a.test_limit]
     model = build_model(a.model, tuple(x_tr.shape[1:]), seed=a.seed)
     cfg = TrainConfig(method=a.method, eps=a.eps, eps_train=a.eps_train, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, warmup_epochs=a.warmup_epochs, ramp_epochs=a.ramp_epochs, kappa_end=a.kappa_end,
-                      seed=a.seed)
+                      crown_beta_end=a.crown_beta_end, sabr_lambda=a.sabr_lambda, seed=a.seed)
     t0 = time.process_time()
     w0 = time.perf_counter()
     res = train(model, x_tr, y_tr, cfg, on_epoch=lambda h: print(json.dumps(h.__dict__), file=sys.stderr, flush=True))
@@ -71,6 +79,22 @@ def main() -> int:
 
     n = min(a.subset, len(y_te))
     metrics["ibp_cert_acc_subset"] = float(certified_mask(res.graph, x_te[:n], y_te[:n], a.eps, "ibp").float().mean())
+    if a.check_timeout > 0:
+        # the project's best verifier on the subset: images certified by any bound method, plus those
+        # `verify check` proves among the PGD-robust rest
+        from verify.train.evaluate import check_mask, pgd_attack
+
+        xs, ys = torch.as_tensor(x_te[:n]), torch.as_tensor(y_te[:n])
+        cert = torch.zeros(n, dtype=torch.bool)
+        for m in methods:
+            cert |= certified_mask(res.graph, xs, ys, a.eps, m)
+        open_ = (~cert & pgd_attack(model, xs, ys, a.eps)).nonzero().flatten()
+        w2 = time.perf_counter()
+        verdicts = check_mask(res.graph, xs[open_], ys[open_], a.eps, a.check_timeout) if open_.numel() else []
+        proven = sum(v == "unsat" for v in verdicts)
+        metrics.update({"best_cert_acc_subset": (int(cert.sum()) + proven) / n, "check_open": int(open_.numel()),
+                        "check_verdicts": {v: verdicts.count(v) for v in set(verdicts)},
+                        "check_seconds": time.perf_counter() - w2})
     out = {"args": vars(a), "train_cpu_seconds": train_cpu, "train_wall_seconds": train_wall,
            "eval_wall_seconds": time.perf_counter() - w1, "threads": torch.get_num_threads(),
            "final_tightness": res.history[-1].tightness, "history": [h.__dict__ for h in res.history], **metrics}

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="epochs at eps = 0 (default 1)")
     p.add_argument("--ramp-epochs", type=float, default=8.0, help="epochs of the smooth eps ramp (default 8)")
     p.add_argument("--kappa-end", type=float, default=0.0, help="clean-loss weight after the ramp (default 0)")
+    p.add_argument("--crown-beta-end", type=float, default=0.0,
+                   help="CROWN-IBP: weight of the CROWN-IBP bound after the ramp (it falls from 1; default 0)")
     p.add_argument("--sabr-lambda", type=float, default=0.4, help="SABR small-box radius factor (default 0.4)")
     p.add_argument("--no-ibp-init", action="store_true", help="keep torch's default initialisation")
     p.add_argument("--reg-weight", type=float, default=0.5, help="warm-up regulariser weight (default 0.5)")
@@ -75,6 +77,7 @@ def run(args) -> int:
     cfg = TrainConfig(method=args.method, eps=args.eps, eps_train=args.eps_train, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
                       ramp_epochs=args.ramp_epochs, kappa_end=args.kappa_end, sabr_lambda=args.sabr_lambda,
+                      crown_beta_end=args.crown_beta_end,
                       ibp_init=not args.no_ibp_init, reg_weight=args.reg_weight, seed=args.seed)
     cfg.validate()
 

@@ -10,7 +10,8 @@ on the Graph are differentiable w.r.t. the weights and follow every optimiser st
   e_y - e_j), so the margins are bounded through the single affine map C·W ("elision"), which is
   tighter than bounding the logits first.
 * CROWN-IBP: `verify.bounds.compute(..., method="crown-ibp", C=C)` (IBP intermediate bounds, CROWN at the
-  output), mixed with the IBP bound by a factor β that falls from 1 to 0 over the ε ramp.
+  output), mixed with the IBP bound as β·CROWN-IBP + (1-β)·IBP, β falling from 1 to `crown_beta_end` over
+  the ε ramp (Zhang et al. 2020: CROWN-IBP stabilises the start, IBP gives the final IBP-certifiable model).
 * SABR: IBP through a small box of radius λ·ε placed around a PGD point inside the ε-box.
 
 The robust loss is the cross-entropy of the vector (0, -lb_1, ..., -lb_{K-1}) with target 0, where lb_j are
@@ -97,7 +98,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     sabr_lambda: float = 0.4          # SABR small-box radius factor
     attack_steps: int = 8             # PGD steps inside training (SABR)
-    crown_beta_end: float = 0.0       # CROWN-IBP mix: lb = β·IBP + (1-β)·CROWN-IBP, β from 1 to this
+    crown_beta_end: float = 0.0       # CROWN-IBP mix: lb = β·CROWN-IBP + (1-β)·IBP, β from 1 to this
     clip_min: float = 0.0             # input domain
     clip_max: float = 1.0
     seed: int = 0
@@ -350,9 +351,9 @@ def training_bounds(cfg: TrainConfig, model: nn.Module, graph: Graph, x: torch.T
     lb, bounds = ibp_margins(graph, lower, upper, C, keep_bounds=keep_bounds)
     if cfg.method == "crown-ibp":
         beta = 1.0 - ramp * (1.0 - cfg.crown_beta_end)
-        if beta < 1.0:
+        if beta > 0.0:
             lb_crown = compute(graph, lower, upper, method="crown-ibp", C=C)[0]
-            lb = beta * lb + (1 - beta) * lb_crown
+            lb = beta * lb_crown + (1 - beta) * lb
     return lb, bounds
 
 

@@ -140,3 +140,24 @@ def evaluate(model: nn.Module, x: torch.Tensor | np.ndarray, y: torch.Tensor | n
         if n != len(y):
             res[f"{key}_n"] = int(n)
     return res
+
+
+def check_mask(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, timeout: float = 30.0,
+               n_classes: int | None = None) -> list[str]:
+    """Verdicts of the project's complete verifier (`verify.api.check`: falsification, bounds, branch and
+    bound) on the robustness spec of each image, as `verify spec robustness` would write it."""
+    import tempfile
+    from pathlib import Path
+
+    from verify.api import check
+    from verify.spec.robustness import robustness_spec
+    from verify.spec.vnnlib import parse_vnnlib
+
+    K = int(n_classes or graph.output_size)
+    verdicts = []
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(x.shape[0]):
+            p = Path(d) / f"img{i}.vnnlib"
+            p.write_text(robustness_spec(np.asarray(x[i]), int(y[i]), eps, K))
+            verdicts.append(check(graph, parse_vnnlib(p), timeout=timeout).verdict)
+    return verdicts
