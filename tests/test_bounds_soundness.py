@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from verify.bounds import AlphaOptions, compute
 from verify.importers.torch import load_torch
+from verify.nn import GroupSort
 
 torch.set_num_threads(1)
 ACTS = {"relu": nn.ReLU, "leakyrelu": lambda: nn.LeakyReLU(0.1), "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -139,3 +140,42 @@ def test_ibp_and_crown_differentiable_wrt_weights():
         l, u = compute(g, lo, hi, method=method)
         (u - l).sum().backward()
         assert m[0].weight.grad is not None and m[0].weight.grad.abs().sum() > 0
+
+
+class PoolNet(nn.Module):
+    """MaxPool (with padding), MaxMin pairs and elementwise max/min: lowered to ReLUs for bounding."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 2, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = nn.Linear(2 * 3 * 3, 6)
+        self.out = nn.Linear(6, 3)
+        self.maxmin = GroupSort(2)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.c(x)))
+        z = self.maxmin(self.fc(torch.flatten(h, 1)))
+        return self.out(torch.maximum(z, -z) - torch.minimum(z, z * 0.5))
+
+
+@pytest.mark.parametrize("width", [0.0, 0.2, 1.5])
+def test_maxpool_and_maxmin_lowering_sound(width):
+    torch.manual_seed(7)
+    m = PoolNet().double().eval()
+    g = load_torch(m, (1, 6, 6))
+    from verify.bounds import engine_for
+
+    low = engine_for(g).graph
+    assert "maxpool" not in low.op_types() and "groupsort" not in low.op_types()
+    x = torch.randn(20, 1, 6, 6, dtype=torch.float64)
+    assert torch.allclose(low.forward(x), m(x), atol=1e-12)  # the rewrite is exact
+    B, n = 2, 5000
+    centre = torch.randn(B, 1, 6, 6, dtype=torch.float64)
+    lo, hi = centre - width / 2, centre + width / 2
+    xs = _sample(lo, hi, n).reshape(B * n, 1, 6, 6)
+    with torch.no_grad():
+        ys = m(xs).reshape(B, n, -1)
+    for method in ["ibp", "crown", "alpha-crown"]:
+        l, u = compute(g, lo, hi, method=method, alpha=AlphaOptions(iterations=5, stop_when_positive=False))
+        assert (ys >= l.reshape(B, 1, -1) - 1e-9).all() and (ys <= u.reshape(B, 1, -1) + 1e-9).all()

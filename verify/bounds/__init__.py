@@ -9,16 +9,19 @@ import torch
 from verify.bounds.alpha import AlphaOptions, alpha_crown
 from verify.bounds.crown import BoundEngine, Splits
 from verify.bounds.interval import ibp
+from verify.bounds.lowering import lower_for_bounds
 from verify.graph.ir import Graph
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
 def engine_for(graph: Graph) -> BoundEngine:
-    """The (cached) prepared bound engine of a graph."""
+    """The (cached) prepared bound engine of a graph (max-like operators lowered to ReLUs first)."""
     eng = getattr(graph, "_bound_engine", None)
-    if eng is None or eng.graph is not graph or len(eng.nodes) != len(graph.nodes):
-        eng = BoundEngine(graph)
+    if eng is None or getattr(eng, "source", None) is not graph or eng.n_source_nodes != len(graph.nodes):
+        eng = BoundEngine(lower_for_bounds(graph))
+        eng.source = graph
+        eng.n_source_nodes = len(graph.nodes)
         graph._bound_engine = eng
     return eng
 
@@ -32,12 +35,16 @@ def compute(graph: Graph, lower: torch.Tensor, upper: torch.Tensor, method: str 
     """
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; choose from {', '.join(METHODS)}")
+    lower = torch.as_tensor(lower)
+    upper = torch.as_tensor(upper, dtype=lower.dtype)
+    if C is not None:
+        C = torch.as_tensor(C, dtype=lower.dtype)
     if lower.dim() == 1:
         lower, upper = lower.unsqueeze(0), upper.unsqueeze(0)
     eng = engine_for(graph)
     B = lower.shape[0]
     if method == "ibp":
-        l, u = ibp(graph, lower, upper)
+        l, u = ibp(eng.graph, lower, upper)
         if C is None:
             return l, u
         Cb = C if C.dim() == 3 else C.unsqueeze(0).expand(B, -1, -1)
