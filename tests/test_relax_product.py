@@ -114,11 +114,46 @@ def test_softmax_interval_and_lines(seed, width, n, shift):
     x = lo_x + t * (hi_x - lo_x)
     y = torch.softmax(x, -1)
     assert float((lo - y).max()) <= TOL and float((y - hi).max()) <= TOL
+    rule = RULES["softmax"]
+    a0 = rule.alpha_init(lo_x, hi_x, {"axis": 1})
+    alphas = [None, a0, rule.alpha_project(a0 + torch.randn(a0.shape, generator=g, dtype=D) * 0.2, lo_x, hi_x, {}),
+              torch.zeros_like(a0), rule.alpha_project(torch.rand((2, 4, 3, n), generator=g, dtype=D), lo_x, hi_x, {})]
+    for alpha in alphas:
+        lw, lb, uw, ub = rule.relax(lo_x, hi_x, {"axis": 1}, alpha)
+        xx, yy = (x, y) if lw.dim() == 2 else (x.unsqueeze(2), y.unsqueeze(2))
+        low = torch.where(lw == 0, lb, lw * xx + lb)
+        up = torch.where(uw == 0, ub, uw * xx + ub)
+        assert float((low - yy).max()) <= TOL and float((yy - up).max()) <= TOL
+        assert not torch.isnan(low).any() and not torch.isnan(up).any()
+    # slope 0 gives the constant lines at the interval bounds (up to rounding)
+    lw, lb, uw, ub = rule.relax(lo_x, hi_x, {"axis": 1}, torch.zeros_like(a0))
+    assert torch.allclose(lb, lo, rtol=1e-12, atol=1e-14) and torch.allclose(ub, hi, rtol=1e-12, atol=1e-14)
+
+
+def test_softmax_lines_beat_constants_on_own_logit():
+    """With the other logits fixed, softmax_i is a sigmoid of x_i: the default lines follow it."""
+    lo_x = torch.tensor([[-2.0, 0.0, 0.5]], dtype=D)
+    hi_x = torch.tensor([[2.0, 0.0, 0.5]], dtype=D)
     lw, lb, uw, ub = RULES["softmax"].relax(lo_x, hi_x, {"axis": 1})
-    assert torch.all(lw == 0) and torch.all(uw == 0) and torch.equal(lb, lo) and torch.equal(ub, hi)
+    assert float(lw[0, 0]) > 0 and float(uw[0, 0]) > 0
+    lo, hi = softmax_interval(lo_x, hi_x, 1)
+    x = torch.linspace(-2, 2, 101, dtype=D)
+    gap_lines = ((uw[0, 0] - lw[0, 0]) * x + ub[0, 0] - lb[0, 0]).mean()
+    assert float(gap_lines) < 0.5 * float(hi[0, 0] - lo[0, 0])
 
 
 def test_softmax_interval_is_tight_for_points():
     x = torch.tensor([[0.3, -1.0, 2.0]], dtype=D)
     lo, hi = softmax_interval(x, x, 1)
     assert torch.allclose(lo, torch.softmax(x, 1), atol=1e-14) and torch.allclose(hi, torch.softmax(x, 1), atol=1e-14)
+
+
+def test_logsumexp_others_matches_explicit_sum():
+    from verify.bounds.ops.softmax import logsumexp_others
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(5, 7, generator=g, dtype=D) * 30
+    v[0, 3] = v[0, 5]  # a tie for the maximum
+    ref = torch.stack([torch.logsumexp(torch.cat([v[:, :i], v[:, i + 1:]], 1), 1) for i in range(7)], 1)
+    assert torch.allclose(logsumexp_others(v, 1), ref, rtol=1e-13, atol=1e-13)
+    assert torch.all(logsumexp_others(v[:, :1], 1) == -math.inf)

@@ -5,7 +5,8 @@ so over a box its exact range per entry is
 
     exp(l_i) / (exp(l_i) + sum_{j != i} exp(u_j))  <=  softmax_i  <=  exp(u_i) / (exp(u_i) + sum_{j != i} exp(l_j)),
 
-computed with the usual max shift and widened by a few ulps per summand.
+i.e. sigmoid(l_i - a_i) <= softmax_i <= sigmoid(u_i - b_i) with a, b below (computed without cancellation
+and widened by a few ulps).
 
 Linear bounds in x_i alone (so the engine's element-wise backward step applies): with the other entries
 anywhere in their box,
@@ -29,33 +30,42 @@ _SIG = SigmoidSlopeRule()
 
 
 def logsumexp_others(v: torch.Tensor, axis: int) -> torch.Tensor:
-    """log sum_{j != i} exp(v_j) along `axis` for every i (-inf when the axis has one entry), without
-    cancellation: the sum over j != i is taken explicitly on an (n, n) masked view."""
+    """log sum_{j != i} exp(v_j) along `axis`, for every i, in O(n) memory and without cancellation.
+
+    For i other than the arg-max: shift by the max m1; the sum of all terms T >= 1 >= exp(v_i - m1), so
+    T - exp(v_i - m1) loses at most a factor 2 of relative precision. For the arg-max itself: the sum over
+    the others, shifted by the second largest value, taken explicitly."""
     n = v.shape[axis]
-    vm = v.movedim(axis, -1)
-    full = vm.unsqueeze(-2).expand(*vm.shape[:-1], n, n)                  # [..., i, j] = v_j
-    eye = torch.eye(n, dtype=torch.bool, device=v.device)
-    masked = torch.where(eye, torch.full_like(full, -torch.inf), full)
-    return torch.logsumexp(masked, dim=-1).movedim(-1, axis)
+    if n == 1:
+        return torch.full_like(v, -torch.inf)
+    m1, idx = v.max(axis, keepdim=True)
+    is_max = torch.zeros_like(v, dtype=torch.bool).scatter_(axis, idx, True)
+    m2 = torch.where(is_max, torch.full_like(v, -torch.inf), v).amax(axis, keepdim=True)
+    e1 = torch.exp(v - m1)
+    rest = (e1.sum(axis, keepdim=True) - e1).clamp(min=torch.finfo(v.dtype).tiny)
+    others = m1 + torch.log(rest)
+    e2 = torch.where(is_max, torch.zeros_like(v), torch.exp(v - m2))
+    top = m2 + torch.log(e2.sum(axis, keepdim=True))
+    return torch.where(is_max, top.expand_as(v), others)
+
+
+def _shifts(l: torch.Tensor, u: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = logsumexp_{j != i} u_j rounded up, b = logsumexp_{j != i} l_j rounded down."""
+    eps = 8 * torch.finfo(l.dtype).eps
+    a = logsumexp_others(u, axis)
+    b = logsumexp_others(l, axis)
+    return a + eps * (1 + a.abs()), b - eps * (1 + b.abs())
 
 
 def softmax_interval(l: torch.Tensor, u: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact per-entry range of softmax over the box [l, u] along `axis` (widened for rounding)."""
-    n = l.shape[axis]
-    eps = torch.finfo(l.dtype).eps * (4 * n + 8)
-    m = torch.maximum(l.amax(axis, keepdim=True), u.amax(axis, keepdim=True))
-    el, eu = torch.exp(l - m), torch.exp(u - m)
-    sum_u, sum_l = eu.sum(axis, keepdim=True), el.sum(axis, keepdim=True)
-    others_u = (sum_u - eu).clamp(min=0)    # sum_{j != i} exp(u_j - m)
-    others_l = (sum_l - el).clamp(min=0)
-    lo = el / (el + others_u * (1 + eps) + eps * sum_u)
-    hi = eu / (eu + (others_l - eps * sum_l).clamp(min=0))
-    lo = lo * (1 - eps)
-    hi = hi * (1 + eps)
-    bad_lo = ~torch.isfinite(lo)
-    bad_hi = ~torch.isfinite(hi)
-    lo = torch.where(bad_lo, torch.zeros_like(lo), lo).clamp(0.0, 1.0)
-    hi = torch.where(bad_hi, torch.ones_like(hi), hi).clamp(0.0, 1.0)
+    """Exact per-entry range of softmax over the box [l, u] along `axis` (widened for rounding):
+    [sigmoid(l_i - a_i), sigmoid(u_i - b_i)]."""
+    a, b = _shifts(l, u, axis)
+    eps = 4 * torch.finfo(l.dtype).eps
+    lo = torch.sigmoid(l - a) * (1 - eps)
+    hi = torch.sigmoid(u - b) * (1 + eps)
+    lo = torch.where(torch.isnan(lo), torch.zeros_like(lo), lo).clamp(0.0, 1.0)
+    hi = torch.where(torch.isnan(hi), torch.ones_like(hi), hi).clamp(0.0, 1.0)
     return lo, hi
 
 
@@ -74,12 +84,7 @@ class SoftmaxRule(UnaryRule):
         return softmax_interval(l, u, self._axis(attrs, l.dim()))
 
     def _shifts(self, l, u, attrs):
-        """a (rounded up) and b (rounded down) of the module docstring."""
-        ax = self._axis(attrs, l.dim())
-        eps = 8 * torch.finfo(l.dtype).eps
-        a = logsumexp_others(u, ax)
-        b = logsumexp_others(l, ax)
-        return a + eps * (1 + a.abs()), b - eps * (1 + b.abs())
+        return _shifts(l, u, self._axis(attrs, l.dim()))
 
     def alpha_init(self, l, u, attrs):
         a, b = self._shifts(l, u, attrs)
