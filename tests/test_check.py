@@ -93,6 +93,21 @@ def test_driver_sat_is_rechecked(monkeypatch):
     assert res.verdict == "sat" and res.x[0] == 0.05 and res.y[0] == 0.05
 
 
+def test_falsification_resumes_after_the_prover_gives_up(monkeypatch):
+    g = random_mlp(5)
+    spec = planted_spec(g, 5)   # centre and corners miss this one
+    drv = fake_driver("unknown")
+    monkeypatch.setattr(api, "_prove_module", lambda: drv)
+    # a first attack too short to find it (centre and corners only), so the prover is called
+    res = api.check(g, spec, timeout=20, attack_share=1e-9, attack_min_s=0.0)
+    assert len(drv.calls) == 1
+    assert res.verdict == "sat" and spec.violated_by(res.x, res.y) and res.domains == 7
+    monkeypatch.setattr(api, "_prove_module", lambda: fake_driver("unknown"))
+    res = api.check(identity_graph(), box_spec([0.5], [1.0], [[1.0]], [0.1]), timeout=1.5, attack_min_s=0.1,
+                    attack_share=0.05)
+    assert res.verdict == "unknown" and "resumed" in res.note and 1.2 < res.time_s < 2.5
+
+
 def test_unsupported_op_at_bound_time_is_unknown_with_its_name(monkeypatch):
     err = UnsupportedOpError("sign", "node_7")
     monkeypatch.setattr(api, "_prove_module", lambda: fake_driver(raises=err))
@@ -117,9 +132,10 @@ def test_empty_region_is_unsat():
 
 def test_settings_validation_and_budget():
     s = Settings(timeout=116)
-    assert s.attack_budget() == pytest.approx(11.6)
-    assert Settings(timeout=10).attack_budget() == 2.0           # raised to attack_min_s
-    assert Settings(timeout=1).attack_budget() == 0.5            # never more than half a short timeout
+    assert s.attack_budget() == pytest.approx(1.16)
+    assert Settings(timeout=10).attack_budget() == 1.0           # raised to attack_min_s
+    assert Settings(timeout=300, attack_share=0.1).attack_budget() == pytest.approx(30.0)
+    assert Settings(timeout=1.5).attack_budget() == 0.75         # never more than half a short timeout
     assert Settings(timeout=10, attack_share=1.0).attack_budget() == 10.0
     assert Settings(timeout=10, attack_share=0.0).attack_budget() == 0.0
     with pytest.raises(TypeError):

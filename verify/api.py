@@ -7,7 +7,8 @@
 
 `check` runs falsification for a bounded share of the timeout (`Settings.attack_budget`), then hands the
 rest of the time to `verify.bab.driver.prove` when that module exists (incomplete bounds, then branch and
-bound unless `no_bab` is set). Every `sat` carries a counterexample that was executed again in float64 and
+bound unless `no_bab` is set); if the prover gives up (`unknown`) with time left, falsification resumes
+with the next seed until the deadline. Every `sat` carries a counterexample that was executed again in float64 and
 meets the spec exactly.
 """
 from __future__ import annotations
@@ -24,6 +25,9 @@ from verify.errors import InputError, UnsupportedOpError
 from verify.graph.ir import Graph
 from verify.settings import Settings
 from verify.spec.spec import Spec
+
+# falsification resumes after a prover's `unknown` only when at least this much time is left (seconds)
+RESUME_MIN_S = 0.5
 
 
 @dataclass
@@ -142,6 +146,15 @@ def check(model: Any, spec: Any, settings: Settings | None = None, input_shape: 
     verdict = getattr(res, "verdict", "unknown")
     domains = int(getattr(res, "domains", 0) or 0)
     note = str(getattr(res, "note", "") or "")
+    left = deadline - time.perf_counter()
+    if verdict == "unknown" and not settings.no_bab and left > RESUME_MIN_S and settings.attack_share > 0:
+        # the prover gave up early (e.g. its domain budget): falsify for the rest of the time, new seed
+        more = falsify(graph, spec, left, seed=settings.seed + 1, dtype=settings.torch_dtype,
+                       restarts=settings.attack_restarts, steps=settings.attack_steps)
+        attack_time += more.time_s
+        if more.found:
+            return done("sat", more.counterexample.x, more.counterexample.y, domains=domains)
+        note = (note + "; " if note else "") + f"falsification resumed for {more.time_s:.1f} s, nothing found"
     if verdict == "sat":
         x = getattr(res, "x", None)
         cex = recheck(graph, spec, x) if x is not None else None

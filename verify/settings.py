@@ -26,10 +26,11 @@ class Settings:
     timeout: float = 60.0
     # seed of every random choice (attack restarts, sampling); same seed -> same answer
     seed: int = 0
-    # share of the timeout given to falsification before bounds/branch and bound start
-    attack_share: float = 0.1
+    # share of the timeout given to falsification before bounds/branch and bound start (small: the prover
+    # searches for counterexamples too, and falsification resumes if the prover gives up with time left)
+    attack_share: float = 0.01
     # ... but at least this many seconds when the timeout allows (never more than half the timeout)
-    attack_min_s: float = 2.0
+    attack_min_s: float = 1.0
     # PGD restarts per disjunct per round, and steps per round
     attack_restarts: int = 256
     attack_steps: int = 30
