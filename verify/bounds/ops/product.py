@@ -29,6 +29,7 @@ import verify.bounds.ops.linear  # noqa: F401  (registered first, so the rules b
 from verify.bounds.ops.base import register
 from verify.bounds.ops.linear import MulConstRule
 from verify.bounds.ops.smooth import ReciprocalRule
+from verify.graph import ops as gops
 
 _RECIP = ReciprocalRule()
 
@@ -135,15 +136,17 @@ class QuotientRule(ProductRule):
     """x / y: the quotient's interval rule (infinite when 0 is in [ly, uy]) and x * (1/y) planes."""
 
     def ibp(self, lo, hi, node, graph):
+        """Min and max of the four corner quotients (exact when 0 is outside [ly, uy]); a constant divisor
+        uses the same division as the network, so the bounds are the exact rounded values."""
         ly, uy = lo[1], hi[1]
         if not (ly.is_floating_point() or lo[0].is_floating_point()):
             raise NotImplementedError("integer division of variables")
-        pole = (ly <= 0) & (uy >= 0)
-        rl = torch.where(pole, torch.full_like(uy, -math.inf), torch.reciprocal(uy))
-        ru = torch.where(pole, torch.full_like(ly, math.inf), torch.reciprocal(ly))
-        a, b = _interval_product([lo[0], rl], [hi[0], ru])
-        pole_b = pole.expand_as(a) if pole.shape != a.shape else pole
-        return torch.where(pole_b, torch.full_like(a, -math.inf), a), torch.where(pole_b, torch.full_like(b, math.inf), b)
+        q = [gops.evaluate("div", [a, b], {}) for a in (lo[0], hi[0]) for b in (ly, uy)]
+        qlo = torch.minimum(torch.minimum(q[0], q[1]), torch.minimum(q[2], q[3]))
+        qhi = torch.maximum(torch.maximum(q[0], q[1]), torch.maximum(q[2], q[3]))
+        pole = ((ly <= 0) & (uy >= 0)).expand_as(qlo) if ly.dim() else ((ly <= 0) & (uy >= 0))
+        return (torch.where(pole, torch.full_like(qlo, -math.inf), qlo),
+                torch.where(pole, torch.full_like(qhi, math.inf), qhi))
 
     def backward(self, A: torch.Tensor, bounds, alpha=None):
         (lx, ux), (ly, uy) = bounds
