@@ -2,7 +2,8 @@
 
 `prove(graph, spec, settings, deadline)` handles each input region of the spec in turn: α-CROWN (or the
 chosen method) on the whole region first; if that does not settle it and branch and bound is enabled, input
-splitting for low-dimensional inputs and ReLU splitting (β-CROWN) otherwise. The answer is honest: `unsat`
+splitting for low-dimensional inputs, otherwise activation splitting (β-CROWN for ReLUs, GenBaB for
+general nonlinearities; `verify.bab.activation_split`). The answer is honest: `unsat`
 only when every region is verified, `sat` with a candidate the caller re-checks by execution, and
 `unknown`/`timeout` otherwise.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from verify.bab.activation_split import activation_split_search
 from verify.bab.input_split import input_split_search
 from verify.bab.objective import Objective
 from verify.bounds import AlphaOptions, alpha_crown, engine_for
@@ -112,10 +114,8 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
             res = input_split_search(engine, obj, lower, upper, deadline, settings.batch_size,
                                      settings.max_domains, progress, confirm)
         else:
-            from verify.bab.relu_split import relu_split_search
-
-            res = relu_split_search(engine, obj, lower, upper, deadline, settings, progress, confirm,
-                                    tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN)
+            res = activation_split_search(engine, obj, lower, upper, deadline, settings, progress, confirm,
+                                          tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN)
         total_domains += res.domains
         if res.verdict == "sat":
             return ProveResult("sat", x=res.x.detach().cpu().numpy().astype(np.float64), domains=total_domains)

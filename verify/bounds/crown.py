@@ -86,8 +86,9 @@ class BoundEngine:
         (keyed by value name, plus the graph input), for branching heuristics.
 
         `A0` has shape (B, S, *shape(start)). `alphas[node]` are relaxation parameters of unary nodes for
-        this objective (per row: (B, S, *shape) or shared: (B, *shape)). `betas[value]` = (beta, sign):
-        the Lagrangian term -beta*sign*v of a split constraint sign*v >= 0 on `value`.
+        this objective (per row: (B, S, *shape) or shared: (B, *shape)). `betas[value]` =
+        (beta_lo, beta_hi, lo_c, hi_c): Lagrangian multipliers (B, S, *shape), >= 0 and zero where
+        unconstrained, of split constraints lo_c <= value <= hi_c (B, *shape) that hold on each domain.
         """
         graph = self.graph
         B, S = A0.shape[:2]
@@ -101,8 +102,10 @@ class BoundEngine:
             if A is None:
                 continue
             if betas and node.name in betas:
-                beta, sign = betas[node.name]
-                A = A - beta * sign.unsqueeze(1)
+                # split constraints lo_c <= v <= hi_c hold on the domain: f >= f - b_lo (v - lo_c) - b_hi (hi_c - v)
+                b_lo, b_hi, lo_c, hi_c = betas[node.name]
+                A = A - b_lo + b_hi
+                bias = bias + (b_lo * lo_c.unsqueeze(1)).flatten(2).sum(-1) - (b_hi * hi_c.unsqueeze(1)).flatten(2).sum(-1)
             if collect is not None:
                 collect[node.name] = A
             kind = self.kind[node.name]
@@ -117,7 +120,16 @@ class BoundEngine:
                 lw_, uw_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lw, uw))
                 self._accumulate(As, src, A * torch.where(pos, lw_, uw_))
                 bias = bias + self._relax_bias(A, pos, lb, ub)
-            else:  # pragma: no cover - special ops register their own backward
+            elif kind == "binary":  # two-variable ops (products, quotients) with their own backward rule
+                dtype_ = A.dtype
+                in_bounds = [bounds[i] if i in bounds else (graph.const(i, dtype_, device),) * 2 for i in node.inputs]
+                alpha = alphas.get(node.name) if alphas else None
+                A_ins, b = self.rules[node.name].backward(A, in_bounds, alpha)
+                bias = bias + b
+                for name, Ai in zip(node.inputs, A_ins):
+                    if not graph.is_const(name) and Ai is not None:
+                        self._accumulate(As, name, Ai)
+            else:  # pragma: no cover
                 raise UnsupportedOpError(node.op, node.name)
         A_in = As.pop(graph.input_name, None)
         if A_in is None:

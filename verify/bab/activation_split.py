@@ -1,0 +1,262 @@
+"""Branch and bound over activation inputs: β-CROWN for ReLUs, GenBaB for general nonlinearities.
+
+A domain is a set of interval constraints lo_c <= v_j <= hi_c on the inputs v_j of nonlinear neurons
+(a ReLU split at 0 gives v_j >= 0 or v_j <= 0; a sigmoid/tanh/sin/... neuron is split at a branching point
+from the pre-optimised lookup tables, or its midpoint). Constraints are held per domain as batched tensors.
+Bounding a batch of domains: the root's α-CROWN intermediate bounds (valid in every sub-domain) are
+intersected with the domain's constraints, so every relaxation is built on the narrower interval; the
+output layer's α parameters and the β multipliers of the constraints are then optimised (β-CROWN: the terms
+-β_lo (v - lo_c) - β_hi (hi_c - v) are <= 0 on the domain, so the bound stays valid).
+
+Branching picks, per domain, the neuron with the largest estimated bound improvement: the output
+coefficient mass |A_j| on that neuron times the gap between its upper and lower relaxation lines (what
+splitting it would shrink) — for a ReLU this is BaBSR's intercept score. Each round also executes the box
+corner that minimises each child's linear bound, as a counterexample candidate.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from verify.bab.input_split import SearchResult
+from verify.bab.objective import Objective
+from verify.bab.tables import split_points
+from verify.bounds.alpha import AlphaOptions, alpha_crown
+from verify.bounds.crown import BoundEngine, Splits
+
+# a neuron whose interval is narrower than this is not worth splitting
+MIN_WIDTH = 1e-6
+
+
+class Domains:
+    """Batched domain store: per split-able value, constraint tensors lo_c/hi_c (N, n_v) (±inf = none)."""
+
+    def __init__(self, lo: dict[str, torch.Tensor], hi: dict[str, torch.Tensor], score: torch.Tensor,
+                 branch: torch.Tensor):
+        self.lo, self.hi, self.score, self.branch = lo, hi, score, branch
+
+    def __len__(self) -> int:
+        return self.score.shape[0]
+
+    def take(self, idx: torch.Tensor) -> "Domains":
+        return Domains({v: t[idx] for v, t in self.lo.items()}, {v: t[idx] for v, t in self.hi.items()},
+                       self.score[idx], self.branch[idx])
+
+    @staticmethod
+    def cat(a: "Domains", b: "Domains") -> "Domains":
+        return Domains({v: torch.cat([a.lo[v], b.lo[v]]) for v in a.lo}, {v: torch.cat([a.hi[v], b.hi[v]]) for v in a.hi},
+                       torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]))
+
+
+def splittable_nodes(engine: BoundEngine):
+    """Unary nonlinear nodes whose input can be split (each input value split once, by its first reader)."""
+    seen, out = set(), []
+    for n in engine.unary_nodes:
+        v = n.inputs[0]
+        if v in seen or v == engine.graph.input_name:
+            continue
+        seen.add(v)
+        out.append(n)
+    return out
+
+
+def _constrained_bounds(engine, root_bounds, M, lo_c, hi_c):
+    bounds = {}
+    for k, (l, u) in root_bounds.items():
+        l, u = l.expand(M, *l.shape[1:]), u.expand(M, *u.shape[1:])
+        if k in lo_c:
+            shp = l.shape
+            l = torch.maximum(l, lo_c[k].reshape(shp).to(l.dtype))
+            u = torch.minimum(u, hi_c[k].reshape(shp).to(u.dtype))
+            u = torch.maximum(u, l)  # an empty intersection can only come from rounding: keep it valid
+        bounds[k] = (l, u)
+    return bounds
+
+
+def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
+                  nodes, iters: int, lr: float, deadline: float, refresh: bool = False):
+    """Lower bounds of C·y - d (M, R), branching choices (M, 2) and the input coefficients for M domains."""
+    graph = engine.graph
+    M = next(iter(lo_c.values())).shape[0]
+    L = lower.reshape(1, -1).expand(M, -1)
+    U = upper.reshape(1, -1).expand(M, -1)
+    bounds = _constrained_bounds(engine, root_bounds, M, lo_c, hi_c)
+    if refresh:  # recompute intermediate bounds under the constraints (costly; off by default)
+        signs = {v: torch.where(lo_c[v] >= 0, 1, torch.where(hi_c[v] <= 0, -1, 0)).to(torch.int8) for v in lo_c}
+        with torch.no_grad():
+            _, fresh = engine.compute(L, U, obj.C.unsqueeze(0).expand(M, -1, -1), method="crown",
+                                      splits=Splits({v: s.reshape(M, *graph.shape_of(v)) for v, s in signs.items()}),
+                                      prior=bounds, return_bounds=True, intermediate="backward")
+        bounds = {k: fresh.get(k, b) for k, b in bounds.items()}
+    R = obj.n_rows
+    A0 = obj.C.unsqueeze(0).expand(M, -1, -1).reshape(M, R, *graph.shape_of(graph.output))
+    alphas = {}
+    for n in engine.unary_nodes:
+        rule = engine.rules[n.name]
+        if not rule.has_alpha:
+            continue
+        l, u = bounds[n.inputs[0]]
+        a0 = rule.alpha_init(l, u, n.attrs)
+        a0 = a0.unsqueeze(1) if a0.dim() == l.dim() else a0.unsqueeze(2)
+        shape = list(a0.shape)
+        shape[a0.dim() - l.dim()] = R
+        alphas[n.name] = a0.expand(*shape).clone().requires_grad_()
+    betas, masks = {}, {}
+    for n in nodes:
+        v = n.inputs[0]
+        has_lo, has_hi = torch.isfinite(lo_c[v]), torch.isfinite(hi_c[v])
+        if not bool(has_lo.any() or has_hi.any()):
+            continue
+        shp = graph.shape_of(v)
+        z = torch.zeros((), dtype=L.dtype)
+        lo_f = torch.where(has_lo, lo_c[v].to(L.dtype), z).reshape(M, *shp)
+        hi_f = torch.where(has_hi, hi_c[v].to(L.dtype), z).reshape(M, *shp)
+        b_lo = torch.zeros(M, R, *shp, dtype=L.dtype, requires_grad=True)
+        b_hi = torch.zeros(M, R, *shp, dtype=L.dtype, requires_grad=True)
+        betas[v] = (b_lo, b_hi, lo_f, hi_f)
+        masks[v] = (has_lo.reshape(M, 1, *shp).to(L.dtype), has_hi.reshape(M, 1, *shp).to(L.dtype))
+    params = list(alphas.values()) + [b for t in betas.values() for b in t[:2]]
+    optim = torch.optim.Adam(params, lr=lr) if params else None
+    best, collect = None, {}
+    stall, best_total = 0, -torch.inf
+    for it in range(max(1, iters)):
+        collect = {}
+        lb = engine.backward(graph.output, A0, bounds, L, U, alphas, betas, collect) - obj.d
+        cur = lb.detach()
+        best = cur if best is None else torch.maximum(best, cur)
+        total = float(obj.score(best).clamp(max=0).sum())
+        stall = stall + 1 if total <= best_total + 1e-4 * abs(best_total) else 0
+        best_total = max(best_total, total)
+        if (optim is None or it == iters - 1 or stall >= 3 or bool((obj.score(best) > 0).all())
+                or time.perf_counter() > deadline):
+            break
+        optim.zero_grad(set_to_none=True)
+        (-lb.sum()).backward()
+        optim.step()
+        with torch.no_grad():
+            for n in engine.unary_nodes:
+                if n.name in alphas:
+                    l, u = bounds[n.inputs[0]]
+                    alphas[n.name].copy_(engine.rules[n.name].alpha_project(alphas[n.name], l, u, n.attrs))
+            for v, (b_lo, b_hi, _, _) in betas.items():
+                b_lo.clamp_(min=0).mul_(masks[v][0])
+                b_hi.clamp_(min=0).mul_(masks[v][1])
+    choice = _branching(engine, obj, nodes, bounds, collect, best, M, R)
+    A_in = collect.get(graph.input_name)
+    return best, choice, (A_in.detach() if A_in is not None else None), L, U
+
+
+@torch.no_grad()
+def _branching(engine, obj, nodes, bounds, collect, best, M, R):
+    """(M, 2): (node index, neuron index) with the largest |A|·(relaxation gap) score; -1 if none."""
+    open_rows = (best <= 0).to(best.dtype).unsqueeze(-1)  # (M, R, 1)
+    best_score = torch.full((M,), -0.5, dtype=best.dtype)
+    choice = torch.full((M, 2), -1, dtype=torch.long)
+    for ni, n in enumerate(nodes):
+        A = collect.get(n.name)
+        if A is None:
+            continue
+        l, u = bounds[n.inputs[0]]
+        lf, uf = l.reshape(M, -1), u.reshape(M, -1)
+        A = A.detach().reshape(M, R, -1)
+        if n.op in ("relu", "leakyrelu"):
+            # BaBSR: the upper line's intercept -u·l/(u-l) costs the bound where the coefficient is negative
+            cand = (lf < 0) & (uf > 0)
+            gap = torch.where(cand, -uf * lf / torch.where(cand, uf - lf, torch.ones_like(uf)), torch.zeros_like(uf))
+            mass = (A.clamp(max=0).neg() * open_rows).sum(1) + 1e-3 * (A.abs() * open_rows).sum(1)
+        else:
+            lw, lb, uw, ub = engine.rules[n.name].relax(l, u, n.attrs, None)
+            mid = (lf + uf) / 2
+            gap = (uw.reshape(M, -1) * mid + ub.reshape(M, -1)) - (lw.reshape(M, -1) * mid + lb.reshape(M, -1))
+            gap = torch.nan_to_num(gap, nan=0.0, posinf=1e30).clamp(min=0)
+            cand = ((uf - lf) > MIN_WIDTH) & (gap > 0)
+            mass = (A.abs() * open_rows).sum(1)
+        sc = torch.where(cand, mass * gap, torch.full_like(gap, -1.0))
+        m, j = sc.max(1)
+        better = m > best_score
+        best_score = torch.where(better, m, best_score)
+        choice[better, 0] = ni
+        choice[better, 1] = j[better]
+    return choice
+
+
+def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor,
+                            deadline: float, settings, progress=None, confirm=None, tol: float = 0.0,
+                            use_tables: bool = True) -> SearchResult:
+    graph = engine.graph
+    nodes = splittable_nodes(engine)
+    if not nodes:
+        return SearchResult("unknown", note="no nonlinear neuron to split on")
+    values = [n.inputs[0] for n in nodes]
+    L0, U0 = lower.reshape(1, -1), upper.reshape(1, -1)
+    budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
+    opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget, optimize_intermediate=True)
+    lb_root, root_bounds, _ = alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d)
+    root_bounds = {k: (l.detach(), u.detach()) for k, (l, u) in root_bounds.items()}
+    if bool(obj.score(lb_root)[0] > tol):
+        return SearchResult("unsat", domains=1)
+    dtype = lower.dtype
+    sizes = {v: int(torch.tensor(graph.shape_of(v)).prod()) for v in values}
+    lo_c = {v: torch.full((1, sizes[v]), -torch.inf, dtype=dtype) for v in values}
+    hi_c = {v: torch.full((1, sizes[v]), torch.inf, dtype=dtype) for v in values}
+    with torch.enable_grad():
+        lb, choice, _, _, _ = bound_domains(engine, obj, root_bounds, lower, upper, lo_c, hi_c, nodes,
+                                            settings.beta_iters, settings.lr, deadline)
+    doms = Domains(lo_c, hi_c, obj.score(lb), choice)
+    domains = 1
+    half = max(1, settings.batch_size // 2)
+    while True:
+        n = len(doms)
+        if n == 0:
+            return SearchResult("unsat", domains=domains)
+        if time.perf_counter() > deadline:
+            return SearchResult("timeout", domains=domains, note=f"{n} domains left, worst bound {doms.score.min().item():.4g}")
+        if n > settings.max_domains:
+            return SearchResult("unknown", domains=domains, note=f"domain limit {settings.max_domains} reached")
+        if bool((doms.branch[:, 0] < 0).any()):
+            return SearchResult("unknown", domains=domains, note="a domain with nothing left to split could not be verified")
+        k = min(n, half)
+        pick = torch.topk(doms.score, k, largest=False).indices
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[pick] = False
+        parents = doms.take(pick)
+        rest = doms.take(keep.nonzero().flatten())
+        c_lo, c_hi = {}, {}
+        for ni, (node, v) in enumerate(zip(nodes, values)):
+            lo_p, hi_p = parents.lo[v], parents.hi[v]
+            left_hi, right_lo = hi_p.clone(), lo_p.clone()
+            sel = (parents.branch[:, 0] == ni).nonzero().flatten()
+            if sel.numel():
+                cols = parents.branch[sel, 1]
+                rl, ru = root_bounds[v]
+                l_now = torch.maximum(rl.reshape(1, -1).expand(k, -1)[sel, cols], lo_p[sel, cols])
+                u_now = torch.minimum(ru.reshape(1, -1).expand(k, -1)[sel, cols], hi_p[sel, cols])
+                if node.op in ("relu", "leakyrelu"):
+                    point = torch.zeros_like(l_now)
+                else:
+                    point = split_points(node.op, l_now, u_now, node.attrs, use_tables=use_tables)
+                    point = torch.minimum(torch.maximum(point, l_now), u_now)
+                left_hi[sel, cols] = point
+                right_lo[sel, cols] = point
+            c_lo[v] = torch.cat([lo_p, right_lo])
+            c_hi[v] = torch.cat([left_hi, hi_p])
+        with torch.enable_grad():
+            clb, cchoice, A_in, Lc, Uc = bound_domains(engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes,
+                                                       settings.beta_iters, settings.lr, deadline)
+        cscore = torch.maximum(obj.score(clb), torch.cat([parents.score, parents.score]))
+        domains += 2 * k
+        if A_in is not None:
+            worst_row = clb.argmin(1)
+            a = A_in.reshape(A_in.shape[0], A_in.shape[1], -1)[torch.arange(A_in.shape[0]), worst_row]
+            xs = torch.where(a >= 0, Lc, Uc)
+            with torch.no_grad():
+                bad = obj.violated(graph.forward_flat(xs))
+            for i in bad.nonzero().flatten().tolist()[:8]:
+                if confirm is None or confirm(xs[i]):
+                    return SearchResult("sat", x=xs[i], domains=domains)
+        open_ = cscore <= tol
+        children = Domains(c_lo, c_hi, cscore, cchoice).take(open_.nonzero().flatten())
+        doms = Domains.cat(rest, children)
+        if progress is not None:
+            progress(domains=domains, left=len(doms), worst=float(doms.score.min()) if len(doms) else 0.0)
