@@ -48,7 +48,7 @@ class ChainResult:
     X: np.ndarray                 # block-0 matrix: rho >= lambda_max(X) certifies
     chols: list                   # cho_factor of S_1..S_l (index k-1)
     Cs: list[np.ndarray]          # C_0..C_{l-1}
-    Zs: list[np.ndarray]          # S_{k+1}^-1 C_k' for k = 0..l-1
+    Ys: list[np.ndarray]          # L_{k+1}^-1 C_k' (S_{k+1} = L L') for k = 0..l-1
     min_pivot_ratio: float        # min over k of lambda_min(S_k)/|S_k| (only with check="eig")
 
 
@@ -113,7 +113,7 @@ class Chain:
         Ws, l = self.weights, self.l
         chols: list = [None] * l
         Cs: list = [None] * l
-        Zs: list = [None] * l
+        Ys: list = [None] * l
         ratio = np.inf
         S = -mats[l - 1][2].dense() - self.WtW_out
         for k in range(l, 0, -1):
@@ -131,15 +131,15 @@ class Chain:
             P, R, _ = mats[k - 1]
             C = -R.left(Ws[k - 1])                      # C_{k-1} = -W_{k-1}' R_{k-1}
             Cs[k - 1] = C
-            Z = sla.cho_solve(chols[k - 1], C.T, check_finite=False)
-            Zs[k - 1] = Z
-            schur = C @ Z
+            Y = sla.solve_triangular(chols[k - 1][0], C.T, lower=True, check_finite=False)
+            Ys[k - 1] = Y
+            schur = Y.T @ Y                              # C S^-1 C' with one triangular solve
             if k - 1 >= 1:
                 S = -mats[k - 2][2].dense() - P.sandwich(Ws[k - 1]) - schur
             else:
                 X = P.sandwich(Ws[0]) + schur
         X = 0.5 * (X + X.T)
-        return ChainResult(X, chols, Cs, Zs, float(ratio))
+        return ChainResult(X, chols, Cs, Ys, float(ratio))
 
     def directions(self, res: ChainResult, U: np.ndarray) -> list[np.ndarray]:
         """The maximising z_1..z_l for block-0 directions U (n_0 x r): z_{k+1} = -S_{k+1}^{-1} C_k' z_k."""
@@ -173,7 +173,8 @@ class Chain:
         # layer 0 touches M_rest only through -Q_0 in block (1, 1)
         parts[0] = -self.qcs[0].grad_cov(None, None, G)
         for k in range(1, l):
-            T = res.Zs[k]                                                         # S_{k+1}^-1 C_k'
+            T = sla.solve_triangular(res.chols[k][0], res.Ys[k], lower=True, trans="T",
+                                     check_finite=False)                          # S_{k+1}^-1 C_k'
             Sinv = sla.cho_solve(res.chols[k], eye(T.shape[0]), check_finite=False)
             TG = T @ G
             G_off = -TG                                                           # G_{k+1,k}

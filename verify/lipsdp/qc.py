@@ -42,6 +42,8 @@ class StructMat:
 
     def sandwich(self, W: np.ndarray) -> np.ndarray:
         """W' X W for W of shape (n, k)."""
+        if self.G is None and not self.d.any():
+            return np.zeros((W.shape[1], W.shape[1]))   # e.g. P = -2 alpha beta Lam = 0 for ReLU
         out = (W.T * self.d) @ W
         if self.G is not None:
             GW = self.G @ W
