@@ -72,7 +72,7 @@ def test_maxmin_2fc_32_seed_paper():
     # the extended QC set (free cross multipliers) is at least as tight, and still above a true quotient
     full = lipschitz(p, method="lipsdp-neuron", samples=16)
     assert full.upper <= nsr.upper
-    assert full.lower > 36.0
+    assert full.lower > 35.0
     _bracket_ok(full)
 
 
