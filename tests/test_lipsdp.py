@@ -252,3 +252,19 @@ def test_cli_bad_input(capsys, tmp_path):
     assert main(["lipschitz", str(tmp_path / "missing.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("verify: error:") for e in err)
+
+
+def test_conv_through_its_matrix(tmp_path):
+    pytest.importorskip("verify.importers.onnx")
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(50, 3))
+    path = tmp_path / "conv.onnx"
+    torch.onnx.export(seq, torch.zeros(1, 1, 5, 5), str(path), dynamo=False)
+    r = lipschitz(path, samples=16)
+    eye = torch.eye(25, dtype=torch.float64).reshape(25, 1, 5, 5)
+    conv = torch.nn.functional.conv2d(eye, seq[0].weight.detach().double(), padding=1).reshape(25, -1).T
+    naive = np.linalg.norm(conv.numpy(), 2) * np.linalg.norm(seq[3].weight.detach().double().numpy(), 2)
+    assert r.naive == pytest.approx(naive, rel=1e-9)
+    assert r.details["dims"] == [25, 50, 3]
+    _bracket_ok(r)
+    assert r.upper < 0.8 * r.naive
