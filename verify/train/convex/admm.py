@@ -86,6 +86,7 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
         bar = tqdm(total=max_iters, desc="ADMM", file=sys.stderr, leave=False, mininterval=0.5)
     it = 0
     r_p = r_d = np.inf
+    U_sum, n_sum = np.zeros_like(U), 0  # average of u over [2^k, now]: an ergodic dual candidate
     converged = False
     for it in range(1, max_iters + 1):
         B = Fty + rho * (Z - A) + rho * (Xg.T @ (S * (Sv - N)))
@@ -106,6 +107,11 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
         Sv = np.maximum(GUh + N, 0.0)
         A += Uh - Z
         N += GUh - Sv
+        if it & (it - 1) == 0:  # power of two: restart the average
+            U_sum[:] = 0.0
+            n_sum = 0
+        U_sum += U
+        n_sum += 1
         if it % 10 == 0 or it == max_iters:
             rp = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - Sv) ** 2))
             rd = rho * np.sqrt(np.sum((Z - Z_old) ** 2) + np.sum((Xg.T @ (S * (Sv - S_old))) ** 2))
@@ -130,7 +136,7 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
                     fac = _Factor(prob, rho, Xg, 1.0)
     if bar is not None:
         bar.close()
-    return {"U": U, "Z": Z, "A": A, "S": Sv, "N": N, "rho": rho, "iters": it, "r_p": r_p, "r_d": r_d,
+    return {"U": U, "Z": Z, "A": A, "S": Sv, "N": N, "rho": rho, "iters": it, "U_avg": U_sum / max(n_sum, 1), "r_p": r_p, "r_d": r_d,
             "converged": converged, "seconds": time.perf_counter() - t0}
 
 
@@ -145,6 +151,7 @@ def solve_admm(prob: ConvexProblem, tol: float = 1e-5, max_iters: int = 20_000, 
     t0 = time.perf_counter()
     st = admm(prob, rho=rho, tol=tol, max_iters=max_iters, time_limit=time_limit, progress=progress)
     V, W = prob.project_to_cones(*split(prob, st["Z"]))
-    cert = prob.certificate(V, W)
+    duals = [prob.y - prob.predict(*split(prob, U)) for U in (st["U"], st["U_avg"])]
+    cert = prob.certificate(V, W, duals=duals)
     return {"V": V, "W": W, "certificate": cert, "iters": st["iters"], "r_p": st["r_p"], "r_d": st["r_d"],
             "converged": st["converged"], "rho": st["rho"], "seconds": time.perf_counter() - t0}
