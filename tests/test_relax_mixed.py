@@ -1,16 +1,14 @@
 """The issue's mixed test network: ReLU, sigmoid, sin, cos, x² and a product of two hidden values.
 
 Bounds from IBP and CROWN / α-CROWN must contain the outputs of densely sampled inputs (so nothing they
-prove is ever contradicted by a sample), and CROWN must be much tighter than IBP on a small box. The CROWN part needs the engine's backward step for two-variable products
-(`kind == "binary"` rules in verify/bounds/ops/product.py); until the engine has it, that part is skipped
-with that reason."""
+prove is ever contradicted by a sample), and CROWN must be much tighter than IBP on a small box. The
+product goes through the engine's backward step for `kind == "binary"` rules (verify/bounds/ops/product.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from verify.bounds import AlphaOptions, compute
-from verify.errors import UnsupportedOpError
 from verify.graph.ir import Graph, Node
 
 D = torch.float64
@@ -59,13 +57,10 @@ def test_crown_verifies_and_falsifies_consistently_with_sampling(eps):
     g = mixed_net()
     x0 = torch.full((1, 4), 0.1, dtype=D)
     ys = _samples(g, x0 - eps, x0 + eps)
-    try:
-        lo_i, hi_i = compute(g, x0 - eps, x0 + eps, method="ibp")
-        lo, hi = compute(g, x0 - eps, x0 + eps, method="crown")
-        lo_a, hi_a = compute(g, x0 - eps, x0 + eps, method="alpha-crown",
-                             alpha=AlphaOptions(iterations=10, stop_when_positive=False))
-    except UnsupportedOpError as e:
-        pytest.skip(f"engine has no backward step for two-variable mul yet: {e}")
+    lo_i, hi_i = compute(g, x0 - eps, x0 + eps, method="ibp")
+    lo, hi = compute(g, x0 - eps, x0 + eps, method="crown")
+    lo_a, hi_a = compute(g, x0 - eps, x0 + eps, method="alpha-crown",
+                         alpha=AlphaOptions(iterations=10, stop_when_positive=False))
     for l_, h_ in ((lo, hi), (lo_a, hi_a)):
         assert float((l_ - ys).max()) <= 1e-9 and float((ys - h_).max()) <= 1e-9
     assert float(((hi - lo) - (hi_i - lo_i)).max()) <= 1e-9
