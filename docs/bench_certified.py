@@ -51,6 +51,7 @@ def main() -> int:
                    "and PGD did not break (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="save the trained state_dict here")
+    p.add_argument("--load", default=None, help="evaluate this saved state_dict instead of training")
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
 
@@ -66,7 +67,15 @@ def main() -> int:
                       crown_beta_end=a.crown_beta_end, sabr_lambda=a.sabr_lambda, seed=a.seed)
     t0 = time.process_time()
     w0 = time.perf_counter()
-    res = train(model, x_tr, y_tr, cfg, on_epoch=lambda h: print(json.dumps(h.__dict__), file=sys.stderr, flush=True))
+    if a.load:
+        from verify.train.certified import TrainResult, load_graph
+
+        model.load_state_dict(torch.load(a.load))
+        model.eval()
+        res = TrainResult(model, load_graph(model, tuple(x_tr.shape[1:])))
+    else:
+        res = train(model, x_tr, y_tr, cfg,
+                    on_epoch=lambda h: print(json.dumps(h.__dict__), file=sys.stderr, flush=True))
     train_cpu, train_wall = time.process_time() - t0, time.perf_counter() - w0
     if a.save:
         torch.save(model.state_dict(), a.save)
@@ -97,7 +106,7 @@ def main() -> int:
                         "check_seconds": time.perf_counter() - w2})
     out = {"args": vars(a), "train_cpu_seconds": train_cpu, "train_wall_seconds": train_wall,
            "eval_wall_seconds": time.perf_counter() - w1, "threads": torch.get_num_threads(),
-           "final_tightness": res.history[-1].tightness, "history": [h.__dict__ for h in res.history], **metrics}
+           "final_tightness": res.history[-1].tightness if res.history else None, "history": [h.__dict__ for h in res.history], **metrics}
     text = json.dumps(out)
     print(text)
     if a.json_out:
