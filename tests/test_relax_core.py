@@ -70,9 +70,6 @@ def test_infinite_bounds_only_on_the_stable_side(name):
     assert max(v.values()) <= TOL, v
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (reported): with an infinite bound, relu/leakyrelu give a "
-                   "NaN chord (inf/inf) and sigmoid/tanh a NaN or unsound line (e.g. sigmoid on [-3, inf]: "
-                   "upper line 0*x + sigmoid(-3))")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_infinite_bounds_unstable(name):
     fn, attrs, _ = CASES[name]
@@ -82,9 +79,6 @@ def test_infinite_bounds_unstable(name):
     assert max(v.values()) <= TOL, v
 
 
-@pytest.mark.xfail(strict=True, reason="known latent bug (reported): a 'leakyrelu' node without an 'alpha' "
-                   "attribute is evaluated with slope 0.01 (graph/ops.py) but relaxed as ReLU (slope 0), so its "
-                   "lower line 0 is above 0.01*x for x < 0; the importers always set 'alpha'")
 def test_leakyrelu_default_slope_matches_semantics():
     l, u = interval_batch(3, 60, 0.0, 0.5, (0.0,))
     v = worst_violation(RULES["leakyrelu"], lambda x: F.leaky_relu(x, 0.01), l, u, {})

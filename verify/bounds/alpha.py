@@ -28,8 +28,8 @@ class AlphaOptions:
 
 
 def init_alphas(engine: BoundEngine, bounds: dict, B: int, S: int, optimize_intermediate: bool,
-                warm: dict | None = None) -> dict:
-    """Starting parameters: CROWN's default choices (or `warm` ones, e.g. from a parent domain)."""
+                ) -> dict:
+    """Starting parameters: CROWN's default choices."""
     alphas: dict[str, dict[str, torch.Tensor]] = {"__output__": {}}
     for n in engine.unary_nodes:
         rule = engine.rules[n.name]
@@ -37,18 +37,18 @@ def init_alphas(engine: BoundEngine, bounds: dict, B: int, S: int, optimize_inte
             continue
         l, u = bounds[n.inputs[0]]
         a0 = rule.alpha_init(l.detach(), u.detach(), n.attrs)
-        if warm is not None and n.name in warm.get("__output__", {}):
-            a0 = warm["__output__"][n.name]
-            if a0.shape[-l.dim() - 0:] != a0.shape[-l.dim():]:
-                a0 = rule.alpha_init(l.detach(), u.detach(), n.attrs)
         # per-row copy for the final objective: insert the S axis after the batch axis
-        if a0.dim() == l.dim():
+        if a0.dim() == l.dim():  # one parameter per neuron (B, *shape)
             a_out = a0.unsqueeze(1).expand(B, S, *l.shape[1:]).clone()
-        elif a0.dim() == l.dim() + 1 and a0.shape[0] != B:  # stacked params (P, B, ...)
+        else:  # stacked parameters (P, B, *shape)
             a_out = a0.unsqueeze(2).expand(a0.shape[0], B, S, *l.shape[1:]).clone()
-        else:
-            a_out = a0.clone()
         alphas["__output__"][n.name] = a_out.requires_grad_()
+    for n in engine.nodes:  # two-variable ops (McCormick mixing weights, (2, B, *out) -> (2, B, S, *out))
+        rule = engine.rules[n.name]
+        if engine.kind[n.name] != "binary" or not getattr(rule, "has_alpha", False):
+            continue
+        a0 = rule.alpha_init([_bounds_of(engine, bounds, i) for i in n.inputs])
+        alphas["__output__"][n.name] = a0.unsqueeze(2).expand(a0.shape[0], B, S, *a0.shape[2:]).clone().requires_grad_()
     if optimize_intermediate:
         for v in engine.relaxed_inputs:
             if v == engine.graph.output:
@@ -62,18 +62,28 @@ def init_alphas(engine: BoundEngine, bounds: dict, B: int, S: int, optimize_inte
     return alphas
 
 
+def _bounds_of(engine: BoundEngine, bounds: dict, name: str):
+    if name in bounds:
+        return bounds[name]
+    c = engine.graph.constants[name]
+    return c, c
+
+
 def _project(engine: BoundEngine, alphas: dict, bounds: dict) -> None:
     with torch.no_grad():
         for group in alphas.values():
             for name, a in group.items():
                 node = engine.nodes[engine.index[name]]
+                if engine.kind[name] == "binary":
+                    a.copy_(engine.rules[name].alpha_project(a, [_bounds_of(engine, bounds, i) for i in node.inputs]))
+                    continue
                 l, u = bounds[node.inputs[0]]
                 a.copy_(engine.rules[name].alpha_project(a, l, u, node.attrs))
 
 
 def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor,
                 opts: AlphaOptions | None = None, splits: Splits | None = None, betas: dict | None = None,
-                warm_alphas: dict | None = None, return_state: bool = False,
+                return_state: bool = False,
                 shift: torch.Tensor | None = None):
     """Optimised lower bounds of C·y (B, S) over the boxes. Never worse than CROWN's.
 
@@ -91,7 +101,7 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
     if shift is None:
         shift = torch.zeros(C.shape[1], dtype=lb0.dtype, device=lb0.device)
     best = lb0 - shift
-    alphas = init_alphas(engine, bounds, B, S, opts.optimize_intermediate, warm_alphas)
+    alphas = init_alphas(engine, bounds, B, S, opts.optimize_intermediate)
     params = [a for g in alphas.values() for a in g.values()]
     if betas:
         params += [b for b, _ in betas.values()]

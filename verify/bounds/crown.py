@@ -56,6 +56,8 @@ class BoundEngine:
         self.kind: dict[str, str] = {}
         for n in self.nodes:
             rule = rule_for(n)
+            if hasattr(rule, "prepare"):  # rules that read constant inputs (e.g. pow's exponent) up front
+                rule.prepare(n, graph)
             self.rules[n.name] = rule
             if is_affine(n, graph):
                 self.kind[n.name] = "affine"
@@ -145,6 +147,11 @@ class BoundEngine:
     def _relax_bias(A: torch.Tensor, pos: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
         """Sum over neurons of A⁺·lb + A⁻·ub, shape (B, S); a batched matmul when offsets are shared by rows."""
         B, S = A.shape[:2]
+        if not (bool(torch.isfinite(lb).all()) and bool(torch.isfinite(ub).all())):
+            # infinite offsets (unbounded relaxations): 0 * inf must count as 0, not NaN
+            lb_, ub_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lb, ub))
+            term = torch.where(pos, A * lb_, A * ub_)
+            return torch.where(A == 0, torch.zeros((), dtype=A.dtype), term).flatten(2).sum(-1)
         if lb.dim() == A.dim() - 1:  # offsets (B, *shape), shared by every row
             Af = A.reshape(B, S, -1)
             pf = pos.reshape(B, S, -1)

@@ -11,13 +11,13 @@ import torch
 from verify.bounds.ops.base import UnaryRule, register
 
 
-@register("relu", "leakyrelu")
+@register("relu")
 class ReluRule(UnaryRule):
     has_alpha = True
 
     @staticmethod
     def _slope(attrs) -> float:
-        return float(attrs.get("alpha", 0.01)) if "alpha" in attrs else 0.0
+        return 0.0
 
     def interval(self, l, u, attrs):
         a = self._slope(attrs)
@@ -39,11 +39,20 @@ class ReluRule(UnaryRule):
         active = l >= 0
         inactive = u <= 0
         unstable = ~(active | inactive)
-        # chord slope for unstable neurons (denominator > 0 there)
-        den = torch.where(unstable, u - l, torch.ones_like(u))
-        k = (u - a * l) / den
+        # chord slope for unstable neurons (denominator > 0 there); with an infinite end the chord
+        # degenerates to the line through the finite end with the far side's slope (1 or a)
+        lfin, ufin = torch.isfinite(l), torch.isfinite(u)
+        zero = torch.zeros_like(l)
+        both = unstable & lfin & ufin
+        den = torch.where(both, u - l, torch.ones_like(u))
+        k = torch.where(both, (torch.where(both, u, zero) - a * torch.where(both, l, zero)) / den, torch.ones_like(l))
+        k = torch.where(unstable & ~lfin & ufin, torch.full_like(l, a), k)
+        ub = torch.where(both, (a - k) * torch.where(both, l, zero), zero)  # chord: k*x + (a - k)*l
+        ub = torch.where(unstable & lfin & ~ufin, (a - 1) * torch.where(lfin, l, zero), ub)
+        ub = torch.where(unstable & ~lfin & ufin, (1 - a) * torch.where(ufin, u, zero), ub)
+        ub = torch.where(unstable & ~lfin & ~ufin, torch.full_like(l, torch.inf), ub)
+        k = torch.where(unstable & ~lfin & ~ufin, zero, k)
         uw = torch.where(active, torch.ones_like(l), torch.where(inactive, torch.full_like(l, a), k))
-        ub = torch.where(unstable, (a - k) * l, torch.zeros_like(l))  # chord: k*x + (a*l - k*l)
         if alpha is None:
             alpha = self.alpha_init(l, u, attrs)
         lw = torch.where(active, torch.ones_like(l), torch.where(inactive, torch.full_like(l, a), torch.zeros_like(l)))
@@ -55,3 +64,12 @@ class ReluRule(UnaryRule):
         lw = torch.where(unstable_b, alpha, lw)
         lb = torch.zeros_like(ub)
         return lw, lb, uw, ub
+
+
+@register("leakyrelu")
+class LeakyReluRule(ReluRule):
+    """LeakyReLU; the negative slope defaults to 0.01 as in the concrete semantics (verify.graph.ops)."""
+
+    @staticmethod
+    def _slope(attrs) -> float:
+        return float(attrs.get("alpha", 0.01))
