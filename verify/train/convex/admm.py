@@ -28,11 +28,11 @@ from verify.train.convex.problem import ConvexProblem
 class _Factor:
     """Cached factorisations for one ρ."""
 
-    def __init__(self, prob: ConvexProblem, rho: float, Xg: np.ndarray, gamma: float):
+    def __init__(self, prob: ConvexProblem, rho: float, Xg: np.ndarray):
         X = prob.X
         d = prob.d
         self.rho = rho
-        M = rho * (np.eye(d) + gamma * (Xg.T @ Xg))
+        M = rho * (np.eye(d) + Xg.T @ Xg)
         self.Mc = sla.cho_factor(M)
         K = X @ sla.cho_solve(self.Mc, X.T)
         Df = prob.D.astype(float)
@@ -66,13 +66,15 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
     if rho is None:
         rho = 0.2  # tuned on the breast-cancer reference (with gamma = 10); see docs/convex_training.md
     t0 = time.perf_counter()
-    fac = _Factor(prob, rho, Xg, 1.0)
+    fac = _Factor(prob, rho, Xg)
     Fty = (X.T @ (E * y[:, None])) * sig  # Fᵀy, (d, 2P)
-    if warm:
-        U, Z, A, Sv, N = (warm[k].copy() for k in ("U", "Z", "A", "S", "N"))
+    if warm:  # U, Z, A required; S (slack) and N (its scaled dual) default to max(GU, 0) and 0
+        U, Z, A = (warm[k].copy() for k in ("U", "Z", "A"))
+        Sv = warm["S"].copy() if warm.get("S") is not None else np.maximum(S * (Xg @ U), 0.0)
+        N = warm["N"].copy() if warm.get("N") is not None else np.zeros_like(Sv)
         rho = warm.get("rho", rho)
         if rho != fac.rho:
-            fac = _Factor(prob, rho, Xg, 1.0)
+            fac = _Factor(prob, rho, Xg)
     else:
         U = np.zeros((prob.d, 2 * P))
         Z = U.copy()
@@ -133,7 +135,7 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
                     rho *= f
                     A /= f
                     N /= f
-                    fac = _Factor(prob, rho, Xg, 1.0)
+                    fac = _Factor(prob, rho, Xg)
     if bar is not None:
         bar.close()
     return {"U": U, "Z": Z, "A": A, "S": Sv, "N": N, "rho": rho, "iters": it, "U_avg": U_sum / max(n_sum, 1), "r_p": r_p, "r_d": r_d,

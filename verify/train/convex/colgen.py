@@ -106,13 +106,11 @@ def adam_init(X: np.ndarray, y: np.ndarray, beta: float, hidden: int = 200, step
 
 
 def _warm_state(prob: ConvexProblem, V: np.ndarray, W: np.ndarray, prev: dict | None = None) -> dict:
-    """An ADMM state at (V, W): previous duals kept for the first columns, zero for new ones."""
+    """An ADMM state at (V, W): previous duals kept for the old columns, zero for new ones (ADMM fills
+    in the slack)."""
     P = prob.P
     U = np.concatenate([V, W], axis=1)
-    E = np.concatenate([prob.D, prob.D], axis=1)
-    Xg = prob.X / np.linalg.norm(prob.X, axis=1, keepdims=True).clip(1e-300)  # admm's equilibrated rows
-    GU = np.where(E, 1.0, -1.0) * (Xg @ U)
-    st = {"U": U, "Z": U.copy(), "A": np.zeros_like(U), "S": np.maximum(GU, 0.0), "N": np.zeros_like(GU)}
+    st = {"U": U, "Z": U.copy(), "A": np.zeros_like(U), "N": np.zeros((prob.n, 2 * P))}
     if prev is not None:
         p0 = prev["U"].shape[1] // 2
         for key in ("A", "N"):
@@ -149,8 +147,8 @@ def certified_pricing_bound(X: np.ndarray, lam: np.ndarray) -> float:
 
 
 def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int = 500, rounds: int = 6,
-                   add: int = 60, starts: int = 400, hidden: int = 200, adam_steps: int = 2000,
-                   seed: int = 0, admm_tol: float = 1e-6, admm_time: float = 3.0,
+                   add: int = 60, starts: int = 400, hidden: int = 200, adam_steps: int = 8000,
+                   adam_lr: float = 3e-3, seed: int = 0, admm_tol: float = 1e-6, admm_time: float = 3.0,
                    time_limit: float = 30.0, progress: bool = False) -> dict:
     """Column generation over all patterns from an Adam warm start (its patterns *and* its weights as the
     first ADMM iterate); returns the best V, W, D, the certificate of that restricted program, the trace
@@ -159,7 +157,7 @@ def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int 
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    init = adam_init(X, y, beta, hidden=hidden, steps=adam_steps, seed=seed)
+    init = adam_init(X, y, beta, hidden=hidden, steps=adam_steps, seed=seed, lr=adam_lr)
     D, V, W = init["D"], init["V"], init["W"]
     state = None
     trace = []
