@@ -217,3 +217,26 @@ def test_certify_linf_is_sound_against_sampling():
         with torch.no_grad():
             m = y[k] * net(torch.as_tensor(Z)).numpy().ravel()
         assert m.min() > 0
+
+
+def test_trained_network_through_onnx_and_verify_check(tmp_path, spirals_problem, spirals_solution):
+    """The exported network goes through the project's verifier: a tiny box around a correctly
+    classified training point is robust (unsat), a box covering both classes is not (sat)."""
+    import verify
+    from verify.spec.spec import Disjunct, Spec
+
+    net = to_module(spirals_solution["V"], spirals_solution["W"])
+    path = export_onnx(net, tmp_path / "spirals.onnx")
+    X, y = spirals_problem.X[:, :2], spirals_problem.y
+    with torch.no_grad():
+        f = net(torch.as_tensor(X, dtype=torch.float32)).numpy().ravel()
+    k = int(np.argmax(y * f))  # the most confidently classified point
+    C = np.array([[1.0 if y[k] > 0 else -1.0]])
+    tiny = Spec(2, 1, [Disjunct(X[k] - 1e-4, X[k] + 1e-4, C, np.zeros(1))])
+    wide = Spec(2, 1, [Disjunct(np.full(2, -1.5), np.full(2, 1.5), C, np.zeros(1))])
+    assert verify.check(str(path), tiny, timeout=20).verdict == "unsat"
+    res = verify.check(str(path), wide, timeout=20)
+    assert res.verdict == "sat"
+    with torch.no_grad():
+        fx = float(net(torch.as_tensor(res.x, dtype=torch.float32).reshape(1, 2)))
+    assert C[0, 0] * fx <= 1e-5
