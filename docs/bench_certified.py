@@ -43,8 +43,11 @@ def main() -> int:
     p.add_argument("--crown-beta-end", type=float, default=0.0)
     p.add_argument("--sabr-lambda", type=float, default=0.4)
     p.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
+    p.add_argument("--no-ibp-init", action="store_true")
+    p.add_argument("--reg-weight", type=float, default=0.5)
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
     p.add_argument("--subset", type=int, default=1000, help="test images for CROWN / alpha-CROWN")
+    p.add_argument("--pgd-subset", type=int, default=0, help="attack only the first N test images (0: all)")
     p.add_argument("--verifiers", default="crown,alpha-crown", help="bound methods run on the subset")
     p.add_argument("--check-timeout", type=float, default=0.0,
                    help="run `verify check` (BaB) with this timeout on subset images no bound method certified "
@@ -64,7 +67,8 @@ def main() -> int:
     model = build_model(a.model, tuple(x_tr.shape[1:]), seed=a.seed)
     cfg = TrainConfig(method=a.method, eps=a.eps, eps_train=a.eps_train, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, warmup_epochs=a.warmup_epochs, ramp_epochs=a.ramp_epochs, kappa_end=a.kappa_end,
-                      crown_beta_end=a.crown_beta_end, sabr_lambda=a.sabr_lambda, seed=a.seed)
+                      crown_beta_end=a.crown_beta_end, sabr_lambda=a.sabr_lambda, seed=a.seed,
+                      ibp_init=not a.no_ibp_init, reg_weight=a.reg_weight)
     t0 = time.process_time()
     w0 = time.perf_counter()
     if a.load:
@@ -82,7 +86,8 @@ def main() -> int:
     methods = ["ibp"] + [m for m in a.verifiers.split(",") if m]
     subsets = {m: a.subset for m in methods if m != "ibp"}
     w1 = time.perf_counter()
-    metrics = evaluate(model, x_te, y_te, a.eps, methods=methods, method_subsets=subsets, graph=res.graph)
+    metrics = evaluate(model, x_te, y_te, a.eps, methods=methods, method_subsets=subsets, graph=res.graph,
+                       pgd_subset=a.pgd_subset or None)
     # IBP on the same subset, for a like-for-like comparison with the subset verifiers
     from verify.train.evaluate import certified_mask
 

@@ -24,11 +24,13 @@ def elided_graph(graph: Graph, C: torch.Tensor) -> Graph:
     """A copy of `graph` whose output is C·y (C of shape (S, K)); when the output node is a linear layer
     C is fused into its weights and bias, otherwise a linear node with weight C is appended."""
     g = graph.copy()
+    # evaluation needs no gradients w.r.t. the weights: detached constants keep the bound passes lean
+    g.constants = {k: v.detach() for k, v in g.constants.items()}
     last = g.nodes[-1]
     C = C.to(torch.float32)
     if last.name == g.output and last.op == "linear" and len(g.output_shape) == 1:
-        W = g.constants[last.inputs[1]].detach().to(C.dtype)
-        b = g.constants[last.inputs[2]].detach().to(C.dtype) if len(last.inputs) > 2 else torch.zeros(W.shape[0])
+        W = g.constants[last.inputs[1]].to(C.dtype)
+        b = g.constants[last.inputs[2]].to(C.dtype) if len(last.inputs) > 2 else torch.zeros(W.shape[0])
         wn, bn = f"{last.name}.elided_weight", f"{last.name}.elided_bias"
         g.constants[wn], g.constants[bn] = C @ W, C @ b
         g.nodes[-1] = Node(last.name, "linear", [last.inputs[0], wn, bn], {}, (C.shape[0],))
@@ -103,10 +105,11 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
 def evaluate(model: nn.Module, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, eps: float,
              methods: Sequence[str] = ("ibp", "crown"), pgd_steps: int = 20, pgd_restarts: int = 1,
              batch_size: int = 256, graph: Graph | None = None, clip: tuple[float, float] = (0.0, 1.0),
-             method_subsets: dict[str, int] | None = None) -> dict:
+             method_subsets: dict[str, int] | None = None, pgd_subset: int | None = None) -> dict:
     """Metrics of `model` on (x, y) at radius eps: clean_acc, pgd_acc and `<method>_cert_acc` for each
     bound method, as fractions in [0, 1], with per-metric seconds. `method_subsets` limits a method to the
-    first n images (e.g. {"alpha-crown": 1000}); its result then carries `<method>_n`."""
+    first n images (e.g. {"alpha-crown": 1000}); its result then carries `<method>_n`; `pgd_subset` does the
+    same for the attack (`pgd_n`)."""
     from verify.train.certified import load_graph
 
     model.eval()
@@ -121,9 +124,13 @@ def evaluate(model: nn.Module, x: torch.Tensor | np.ndarray, y: torch.Tensor | n
     res["clean_acc"] = float(clean.float().mean())
     res["clean_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
-    pgd = torch.cat([pgd_attack(model, x[i:i + batch_size], y[i:i + batch_size], eps, pgd_steps, pgd_restarts, clip)
-                     for i in range(0, len(y), batch_size)])
-    res["pgd_acc"] = float(pgd.float().mean())
+    n_pgd = min(pgd_subset or len(y), len(y))
+    pgd = torch.cat([pgd_attack(model, x[i:min(i + batch_size, n_pgd)], y[i:min(i + batch_size, n_pgd)], eps,
+                                pgd_steps, pgd_restarts, clip) for i in range(0, n_pgd, batch_size)]
+                    + [clean[n_pgd:]])  # beyond the attacked subset only the clean prediction is known
+    res["pgd_acc"] = float(pgd[:n_pgd].float().mean())
+    if n_pgd != len(y):
+        res["pgd_n"] = n_pgd
     res["pgd_seconds"] = time.perf_counter() - t
     for m in methods:
         n = min((method_subsets or {}).get(m, len(y)), len(y))
