@@ -114,8 +114,14 @@ def test_acasxu_falsification_finds_the_sat_instances(tmp_path, capsys):
     csv_path = SHARED / "benchmarks" / "acasxu" / "instances.csv"
     if not csv_path.exists():
         pytest.skip(f"{csv_path} not present (the shared benchmarks folder beside the repo)")
-    code, stdout, err = run_cli(["bench", csv_path, "--no-bab", "--timeout-scale", "0.02", "--json",
-                                 "--out", tmp_path / "acas", "--no-progress-bar"], capsys)
+    # --attack-share 1.0: falsification gets the whole (scaled, 2.3 s) timeout, nothing else runs
+    code, stdout, err = run_cli(["bench", csv_path, "--no-bab", "--timeout-scale", "0.02", "--attack-share", "1.0",
+                                 "--json", "--out", tmp_path / "acas", "--no-progress-bar"], capsys)
     obj = json.loads(stdout)
     assert code == 0 and obj["wrong"] == 0
-    assert obj["correct"] >= 44
+    found = [r for r in obj["rows"] if r["expected"] == "sat" and r["result"] == "sat"]
+    assert len(found) >= 44
+    for r in found:   # every counterexample file reads back as a violation
+        verdict, x, y = read_result(tmp_path / "acas" / r["result_file"])
+        spec = api.load_spec(csv_path.parent / r["vnnlib"])
+        assert verdict == "sat" and spec.violated_by(x, y)

@@ -113,15 +113,15 @@ def falsify(graph: Graph, spec: Spec, time_budget: float, seed: int = 0, dtype: 
 
     if time_budget <= 0:  # no falsification asked for
         return result()
-    x, r = centres(P)
-    if s.evaluate(x.to(dtype), r):
-        return result()
-    x, r = corners(P, samples, s.gen)
-    if s.evaluate(x.to(dtype), r):
-        return result()
     n_in = max(1, P.lower.shape[1])
     per = max(2, min(int(restarts), MAX_BATCH // J, MAX_ELEMENTS // (J * n_in)))
     n_samples = max(1, min(int(samples), MAX_BATCH // P.n_regions, MAX_ELEMENTS // (P.n_regions * n_in)))
+    x, r = centres(P)
+    if s.evaluate(x.to(dtype), r):
+        return result()
+    x, r = corners(P, n_samples, s.gen)
+    if s.evaluate(x.to(dtype), r):
+        return result()
     while not s.out_of_time():
         rounds += 1
         # uniform samples in every box
