@@ -84,12 +84,13 @@ def _normalise(net: LipNet) -> tuple[LipNet, float]:
 
 
 def lipschitz(model: Any, norm: int | str | float = 2, method: str = "lipsdp-neuron", solver: str | None = None,
-              lower: bool = True, seed: int = 0, time_limit: float = 600.0, samples: int = 64,
+              lower: bool = True, seed: int = 0, time_limit: float = 600.0, samples: int | None = None,
               verbose: bool = False, threads: int | None = None) -> LipschitzResult:
     """Certified Lipschitz bracket of `model` (a .mat/.onnx path, Graph, nn.Sequential or LipNet).
 
     For norm="inf" the constant is that of |f(x)-f(y)|_inf <= L |x-y|_inf (the max over output rows of the
-    seed paper's scalar-output l_inf formulation). `time_limit` bounds the fast solver (any iterate is a
+    seed paper's scalar-output l_inf formulation). `samples`: starts of the lower-bound search (default: 4
+    to 64 by network size). `time_limit` bounds the fast solver (any iterate is a
     valid certificate, so a timeout only loosens the bound). BLAS threads: `threads`, else
     OMP_NUM_THREADS, else one (the eliminations are small dense products that threads only slow down).
     """

@@ -96,7 +96,13 @@ def _smooth_tangent(net: LipNet, x, d, beta: float):
     return x, d
 
 
-def lower_bound(net: LipNet, norm: str = "2", samples: int = 64, steps: int = 300, seed: int = 0,
+def auto_samples(net: LipNet, steps: int = 300, budget: float = 1e10) -> int:
+    """Number of ascent starts that keeps the search within about `budget` flops (4 to 64)."""
+    per = 6.0 * sum(W.size for W in net.weights) * steps
+    return int(min(64, max(4, budget // max(per, 1.0))))
+
+
+def lower_bound(net: LipNet, norm: str = "2", samples: int | None = None, steps: int = 300, seed: int = 0,
                 scale: float = 1.0) -> float:
     """Largest |f(x)-f(y)|/|x-y| found (a true lower bound on the Lipschitz constant), float64.
 
@@ -108,6 +114,7 @@ def lower_bound(net: LipNet, norm: str = "2", samples: int = 64, steps: int = 30
 
     gen = torch.Generator().manual_seed(seed)
     n0 = net.dims[0]
+    samples = samples or auto_samples(net, steps)
     x = (torch.randn(samples, n0, generator=gen, dtype=torch.float64) * scale).requires_grad_(True)
     p = torch.randn(samples, n0, generator=gen, dtype=torch.float64).requires_grad_(True)
     params = [x, p]
