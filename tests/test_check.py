@@ -152,3 +152,16 @@ def test_multi_box_spec_through_check():
     d2 = Disjunct(np.array([1.0]), np.array([3.0]), np.array([[-1.0]]), np.array([-2.9]))
     res = api.check(g, Spec(1, 1, [d1, d2]), timeout=5, no_bab=True)
     assert res.verdict == "sat" and res.x[0] >= 2.9
+
+
+def test_compute_bounds_forwards_box_and_spec_rows():
+    pytest.importorskip("verify.bounds")
+    g = mlp([(np.array([[1.0], [-1.0]]), np.zeros(2)), (np.array([[1.0, 1.0]]), np.zeros(1))], 1)  # |x|
+    lo, hi = api.compute_bounds(g, (np.array([-1.0]), np.array([2.0])), method="ibp")
+    assert float(lo.min()) <= 0.0 and float(hi.max()) >= 2.0          # sound for |x| on [-1, 2]
+    spec = box_spec([1.0], [2.0], [[-1.0]], [0.0])                     # row -y: bounds of -|x| on [1, 2]
+    lo, hi = api.compute_bounds(g, spec, method="crown")
+    assert float(lo.reshape(-1)[0]) == pytest.approx(-2.0, abs=1e-6)
+    assert float(hi.reshape(-1)[0]) == pytest.approx(-1.0, abs=1e-6)
+    verify_pkg = __import__("verify")
+    assert verify_pkg.compute_bounds is api.compute_bounds
