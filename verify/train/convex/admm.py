@@ -1,18 +1,21 @@
-"""ADMM for the convex two-layer ReLU program with quadratic per-iteration cost, plus an exact polish.
+"""ADMM for the convex two-layer ReLU program with quadratic per-iteration cost, plus a cone polish.
 
 Splitting (Bai, Gautam & Sojoudi): with u = (v_1..v_P, w_1..w_P) stored as a (d, 2P) matrix U,
 
     minimise ½‖F u − y‖² + β Σ_j ‖z_j‖ + I(s ≥ 0)   s.t.  u = z,  G u = s,
 
-where F u = Σ_i D_i X (v_i − w_i) and G u = ((2D_i − I) X u_j)_j. Because (2D_i − I)² = I, GᵀG is the
-block-diagonal I ⊗ XᵀX, so the u-update matrix is I ⊗ M + FᵀF with M = ρ(I + XᵀX) (d × d) plus a rank-n
-term; by Woodbury it needs one Cholesky of the n × n matrix C = I + K ∘ (2 D Dᵀ), K = X M⁻¹ Xᵀ, cached
-for the run (recomputed only when ρ is rebalanced). Every iteration is a handful of (n, d) × (d, 2P)
+where F u = Σ_i D_i X (v_i − w_i) and G u = ((2D_i − I) X̃ u_j)_j with X̃ the row-equilibrated data
+(x_k/‖x_k‖ scaled by √γ: same cones). Because (2D_i − I)² = I, GᵀG is the block-diagonal I ⊗ X̃ᵀX̃, so
+the u-update matrix is I ⊗ M + FᵀF with M = ρ(I + X̃ᵀX̃) (d × d) plus a rank-n term; by Woodbury it needs
+one Cholesky of the n × n matrix C = I + K ∘ (2 D Dᵀ), K = X M⁻¹ Xᵀ, cached for the run (recomputed only
+when ρ is rebalanced). Every iteration is a handful of (n, d) × (d, 2P)
 products — O(n d P) — batched over all patterns.
 
-ADMM (over-relaxed, with residual-balancing ρ) stops on its relative primal/dual residuals or a time limit;
-`solve_admm` then polishes the group-sparse iterate z by projecting every column exactly onto its cone
-(NNLS), so cone violations are at round-off (≤ 1e-8), and reports the rigorous certificate.
+ADMM (over-relaxed 1.6; optional residual-balancing ρ, off by default) stops on its relative primal/dual
+residuals or a time limit; `solve_admm` then polishes the group-sparse iterate z by projecting every
+column exactly onto its cone (NNLS), so cone violations are at round-off (≤ 1e-8), and reports the
+rigorous certificate, trying as dual points y − F u for z, for the last u and for the ergodic average of
+u (the u-iterate's residual is the most accurate multiplier of the loss).
 """
 from __future__ import annotations
 

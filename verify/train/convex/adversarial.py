@@ -60,21 +60,6 @@ def solve_robust(prob: ConvexProblem, eps: float, bias: bool = True, solver: str
             "robust_train_acc": float(np.mean(certified))}
 
 
-def robust_margins(prob: ConvexProblem, V: np.ndarray, W: np.ndarray, eps: float, bias: bool = True) -> np.ndarray:
-    """Worst-case margins y_k f(x_k + δ) over ‖δ‖∞ ≤ ε, exact where the robust cone constraints hold
-    (every neuron's pattern is constant on the box); −inf where a neuron's pattern can flip."""
-    X, Df = prob.X, prob.D.astype(float)
-    df = prob.d - 1 if bias else prob.d
-    yhat = ((X @ (V - W)) * Df).sum(axis=1)
-    G = Df @ (V - W)[:df].T
-    m = prob.y * yhat - eps * np.abs(G).sum(axis=1)
-    S = prob.signs
-    slack = np.minimum(S * (X @ V) - eps * np.abs(V[:df]).sum(axis=0), S * (X @ W) - eps * np.abs(W[:df]).sum(axis=0))
-    used = (np.linalg.norm(V, axis=0) > 0) | (np.linalg.norm(W, axis=0) > 0)
-    flips = (slack[:, used] < -1e-9).any(axis=1)
-    return np.where(flips, -np.inf, m)
-
-
 def _box(X: np.ndarray, eps: float, lo: float | None, hi: float | None) -> tuple[np.ndarray, np.ndarray]:
     L, U = X - eps, X + eps
     if lo is not None:
