@@ -138,6 +138,9 @@ def test_settings_validation_and_budget():
     assert Settings(timeout=1.5).attack_budget() == 0.75         # never more than half a short timeout
     assert Settings(timeout=10, attack_share=1.0).attack_budget() == 10.0
     assert Settings(timeout=10, attack_share=0.0).attack_budget() == 0.0
+    assert Settings(timeout=120).attack_budget(n_inputs=5) == pytest.approx(1.2)
+    assert Settings(timeout=120).attack_budget(n_inputs=784) == 3.0   # high-dimensional floor
+    assert Settings(timeout=4).attack_budget(n_inputs=784) == 2.0     # still at most half the timeout
     with pytest.raises(TypeError):
         s.replace(timout=3)
     with pytest.raises(ValueError):

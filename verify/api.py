@@ -125,7 +125,7 @@ def check(model: Any, spec: Any, settings: Settings | None = None, input_shape: 
 
     from verify.attack import falsify
 
-    budget = min(settings.attack_budget(), deadline - time.perf_counter())
+    budget = min(settings.attack_budget(n_inputs=graph.input_size), deadline - time.perf_counter())
     attack = falsify(graph, spec, budget, seed=settings.seed, dtype=settings.torch_dtype,
                      restarts=settings.attack_restarts, steps=settings.attack_steps)
     attack_time = attack.time_s

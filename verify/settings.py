@@ -31,6 +31,11 @@ class Settings:
     attack_share: float = 0.01
     # ... but at least this many seconds when the timeout allows (never more than half the timeout)
     attack_min_s: float = 1.0
+    # ... and at least this many for inputs with more than `input_split_max_dim` dimensions: branch and bound
+    # splits ReLUs there and meets counterexamples only by chance, while low-dimensional input splitting
+    # evaluates domain centres and finds them itself
+    attack_min_s_high_dim: float = 3.0
+    input_split_max_dim: int = 16
     # PGD restarts per disjunct per round, and steps per round
     attack_restarts: int = 256
     attack_steps: int = 30
@@ -76,16 +81,19 @@ class Settings:
 
         return torch.float64 if self.dtype == "float64" else torch.float32
 
-    def attack_budget(self, timeout: float | None = None) -> float:
-        """Seconds of falsification for an instance with this timeout.
+    def attack_budget(self, timeout: float | None = None, n_inputs: int | None = None) -> float:
+        """Seconds of falsification for an instance with this timeout (and input dimension).
 
-        `attack_share * timeout`, raised to `attack_min_s` when that is small, but never more than half
-        the timeout unless the share itself asks for more (share 1.0 = falsify for the whole timeout; share 0 =
-        no falsification)."""
+        `attack_share * timeout`, raised to `attack_min_s` (`attack_min_s_high_dim` for more than
+        `input_split_max_dim` inputs) when that is small, but never more than half the timeout unless the
+        share itself asks for more (share 1.0 = falsify for the whole timeout; share 0 = no falsification)."""
         t = self.timeout if timeout is None else float(timeout)
         if self.attack_share <= 0:
             return 0.0  # falsification switched off
         share = self.attack_share * t
-        if share >= self.attack_min_s:
+        floor = self.attack_min_s
+        if n_inputs is not None and n_inputs > self.input_split_max_dim:
+            floor = max(floor, self.attack_min_s_high_dim)
+        if share >= floor:
             return share
-        return max(share, min(self.attack_min_s, 0.5 * t))
+        return max(share, min(floor, 0.5 * t))
