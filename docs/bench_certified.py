@@ -49,9 +49,10 @@ def main() -> int:
     p.add_argument("--subset", type=int, default=1000, help="test images for CROWN / alpha-CROWN")
     p.add_argument("--pgd-subset", type=int, default=0, help="attack only the first N test images (0: all)")
     p.add_argument("--verifiers", default="crown,alpha-crown", help="bound methods run on the subset")
+    p.add_argument("--cascade", action="store_true",
+                   help="on the subset, certify with IBP, then the --verifiers on the rest, then `verify check`")
     p.add_argument("--check-timeout", type=float, default=0.0,
-                   help="run `verify check` (BaB) with this timeout on subset images no bound method certified "
-                   "and PGD did not break (0: skip)")
+                   help="with --cascade: `verify check` (BaB) timeout per image left open (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="save the trained state_dict here")
     p.add_argument("--load", default=None, help="evaluate this saved state_dict instead of training")
@@ -83,7 +84,9 @@ def main() -> int:
     train_cpu, train_wall = time.process_time() - t0, time.perf_counter() - w0
     if a.save:
         torch.save(model.state_dict(), a.save)
-    methods = ["ibp"] + [m for m in a.verifiers.split(",") if m]
+    subset_methods = [m for m in a.verifiers.split(",") if m and m != "ibp"]
+    # with --cascade the subset verifiers run only inside the cascade
+    methods = ["ibp"] + ([] if a.cascade else subset_methods)
     subsets = {m: a.subset for m in methods if m != "ibp"}
     w1 = time.perf_counter()
     metrics = evaluate(model, x_te, y_te, a.eps, methods=methods, method_subsets=subsets, graph=res.graph,
@@ -93,22 +96,14 @@ def main() -> int:
 
     n = min(a.subset, len(y_te))
     metrics["ibp_cert_acc_subset"] = float(certified_mask(res.graph, x_te[:n], y_te[:n], a.eps, "ibp").float().mean())
-    if a.check_timeout > 0:
-        # the project's best verifier on the subset: images certified by any bound method, plus those
-        # `verify check` proves among the PGD-robust rest
-        from verify.train.evaluate import check_mask, pgd_attack
+    if a.cascade:
+        # the project's best verifier on the subset: IBP, then CROWN and alpha-CROWN on what is left, then
+        # (--check-timeout) `verify check` with branch and bound on the rest
+        from verify.train.evaluate import cascade
 
-        xs, ys = torch.as_tensor(x_te[:n]), torch.as_tensor(y_te[:n])
-        cert = torch.zeros(n, dtype=torch.bool)
-        for m in methods:
-            cert |= certified_mask(res.graph, xs, ys, a.eps, m)
-        open_ = (~cert & pgd_attack(model, xs, ys, a.eps)).nonzero().flatten()
-        w2 = time.perf_counter()
-        verdicts = check_mask(res.graph, xs[open_], ys[open_], a.eps, a.check_timeout) if open_.numel() else []
-        proven = sum(v == "unsat" for v in verdicts)
-        metrics.update({"best_cert_acc_subset": (int(cert.sum()) + proven) / n, "check_open": int(open_.numel()),
-                        "check_verdicts": {v: verdicts.count(v) for v in set(verdicts)},
-                        "check_seconds": time.perf_counter() - w2})
+        cas = cascade(model, res.graph, x_te[:n], y_te[:n], a.eps, methods=["ibp"] + subset_methods,
+                      check_timeout=a.check_timeout)
+        metrics.update({f"subset_{k}": v for k, v in cas.items()})
     out = {"args": vars(a), "train_cpu_seconds": train_cpu, "train_wall_seconds": train_wall,
            "eval_wall_seconds": time.perf_counter() - w1, "threads": torch.get_num_threads(),
            "final_tightness": res.history[-1].tightness if res.history else None, "history": [h.__dict__ for h in res.history], **metrics}

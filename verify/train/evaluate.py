@@ -168,3 +168,41 @@ def check_mask(graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float, timeo
             p.write_text(robustness_spec(np.asarray(x[i]), int(y[i]), eps, K))
             verdicts.append(check(graph, parse_vnnlib(p), timeout=timeout).verdict)
     return verdicts
+
+
+def cascade(model: nn.Module, graph: Graph, x: torch.Tensor, y: torch.Tensor, eps: float,
+            methods: Sequence[str] = ("ibp", "crown", "alpha-crown"), check_timeout: float = 0.0,
+            pgd_steps: int = 20, clip: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """Certify each image with the cheapest method that succeeds: the methods in order, each only on the
+    images no earlier one certified, then (check_timeout > 0) the complete verifier `verify.api.check` on
+    the rest. Images misclassified or broken by PGD are never attempted. Returns cumulative certified
+    fractions `after_<method>` (and `after_check`), PGD accuracy and the seconds of every stage."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.long)
+    n = len(y)
+    t = time.perf_counter()
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    robust = clean & pgd_attack(model, x, y, eps, pgd_steps, clip=clip)
+    out: dict = {"n": n, "clean_acc": float(clean.float().mean()), "pgd_acc": float(robust.float().mean()),
+                 "pgd_seconds": time.perf_counter() - t}
+    cert = torch.zeros(n, dtype=torch.bool)
+    for m in methods:
+        t = time.perf_counter()
+        todo = (robust & ~cert).nonzero().flatten()
+        if todo.numel():
+            cert[todo] = certified_mask(graph, x[todo], y[todo], eps, m, clip=clip)
+        key = m.replace("-", "_")
+        out[f"after_{key}"] = float(cert.float().mean())
+        out[f"{key}_attempted"] = int(todo.numel())
+        out[f"{key}_seconds"] = time.perf_counter() - t
+    if check_timeout > 0:
+        t = time.perf_counter()
+        todo = (robust & ~cert).nonzero().flatten()
+        verdicts = check_mask(graph, x[todo], y[todo], eps, check_timeout) if todo.numel() else []
+        for i, v in zip(todo.tolist(), verdicts):
+            cert[i] = v == "unsat"
+        out["after_check"] = float(cert.float().mean())
+        out["check_verdicts"] = {v: verdicts.count(v) for v in sorted(set(verdicts))}
+        out["check_seconds"] = time.perf_counter() - t
+    return out
