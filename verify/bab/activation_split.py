@@ -75,7 +75,7 @@ def _constrained_bounds(engine, root_bounds, M, lo_c, hi_c):
 
 
 def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
-                  nodes, iters: int, lr: float, deadline: float, refresh: bool = False):
+                  nodes, iters: int, lr: float, deadline: float, refresh: bool = False, branching: str = "gap"):
     """Lower bounds of C·y - d (M, R), branching choices (M, 2) and the input coefficients for M domains."""
     graph = engine.graph
     M = next(iter(lo_c.values())).shape[0]
@@ -142,14 +142,18 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
             for v, (b_lo, b_hi, _, _) in betas.items():
                 b_lo.clamp_(min=0).mul_(masks[v][0])
                 b_hi.clamp_(min=0).mul_(masks[v][1])
-    choice = _branching(engine, obj, nodes, bounds, collect, best, M, R)
+    choice = _branching(engine, obj, nodes, bounds, collect, best, M, R, branching)
     A_in = collect.get(graph.input_name)
     return best, choice, (A_in.detach() if A_in is not None else None), L, U
 
 
 @torch.no_grad()
-def _branching(engine, obj, nodes, bounds, collect, best, M, R):
-    """(M, 2): (node index, neuron index) with the largest |A|·(relaxation gap) score; -1 if none."""
+def _branching(engine, obj, nodes, bounds, collect, best, M, R, branching: str = "gap"):
+    """(M, 2): (node index, neuron index) with the largest score; -1 if none.
+
+    "gap" (default; a BBPS-style estimate of the bound improvement): |A| times the gap between the
+    relaxation lines at the interval midpoint. "width" (the BaBSR-style fallback for general neurons):
+    |A| times the interval width, ignoring the function's shape. ReLUs always use BaBSR's intercept score."""
     open_rows = (best <= 0).to(best.dtype).unsqueeze(-1)  # (M, R, 1)
     best_score = torch.full((M,), -0.5, dtype=best.dtype)
     choice = torch.full((M, 2), -1, dtype=torch.long)
@@ -171,6 +175,8 @@ def _branching(engine, obj, nodes, bounds, collect, best, M, R):
             gap = (uw.reshape(M, -1) * mid + ub.reshape(M, -1)) - (lw.reshape(M, -1) * mid + lb.reshape(M, -1))
             gap = torch.nan_to_num(gap, nan=0.0, posinf=1e30).clamp(min=0)
             cand = ((uf - lf) > MIN_WIDTH) & (gap > 0)
+            if branching == "width":
+                gap = torch.where(cand, uf - lf, torch.zeros_like(gap))
             mass = (A.abs() * open_rows).sum(1)
         sc = torch.where(cand, mass * gap, torch.full_like(gap, -1.0))
         m, j = sc.max(1)
@@ -183,7 +189,7 @@ def _branching(engine, obj, nodes, bounds, collect, best, M, R):
 
 def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor,
                             deadline: float, settings, progress=None, confirm=None, tol: float = 0.0,
-                            use_tables: bool = True) -> SearchResult:
+                            use_tables: bool = True, branching: str = "gap") -> SearchResult:
     graph = engine.graph
     nodes = splittable_nodes(engine)
     if not nodes:
@@ -202,7 +208,7 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
     hi_c = {v: torch.full((1, sizes[v]), torch.inf, dtype=dtype) for v in values}
     with torch.enable_grad():
         lb, choice, _, _, _ = bound_domains(engine, obj, root_bounds, lower, upper, lo_c, hi_c, nodes,
-                                            settings.beta_iters, settings.lr, deadline)
+                                            settings.beta_iters, settings.lr, deadline, branching=branching)
     doms = Domains(lo_c, hi_c, obj.score(lb), choice)
     domains = 1
     half = max(1, settings.batch_size // 2)
@@ -243,7 +249,7 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
             c_hi[v] = torch.cat([left_hi, hi_p])
         with torch.enable_grad():
             clb, cchoice, A_in, Lc, Uc = bound_domains(engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes,
-                                                       settings.beta_iters, settings.lr, deadline)
+                                                       settings.beta_iters, settings.lr, deadline, branching=branching)
         cscore = torch.maximum(obj.score(clb), torch.cat([parents.score, parents.score]))
         domains += 2 * k
         if A_in is not None:
