@@ -250,3 +250,15 @@ def test_bad_config_is_input_error():
         TrainConfig(method="magic").validate()
     with pytest.raises(InputError):
         build_model("resnet-9000", (1, 8, 8))
+
+
+def test_cascade_is_cumulative_and_bounded_by_pgd(trained, digits):
+    from verify.train.evaluate import cascade
+
+    _, _, xte, yte = digits
+    r = trained["ibp"]
+    out = cascade(r.model, r.graph, xte[:120], yte[:120], EPS, methods=("ibp", "crown"))
+    ibp = float(certified_mask(r.graph, xte[:120], yte[:120], EPS, "ibp").float().mean())
+    assert out["after_ibp"] == pytest.approx(ibp)
+    assert out["after_ibp"] <= out["after_crown"] <= out["pgd_acc"] <= out["clean_acc"]
+    assert out["crown_attempted"] == round(120 * (out["pgd_acc"] - out["after_ibp"]))
