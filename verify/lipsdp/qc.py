@@ -28,16 +28,40 @@ from verify.lipsdp.network import Activation
 
 @dataclass
 class StructMat:
-    """The symmetric n x n matrix diag(d) + G' diag(c) G (G may be None)."""
+    """The symmetric n x n matrix diag(d) + G' diag(c) G (G may be None).
+
+    When G = kron(I_m, e') (one copy of the vector e per group, as for GroupSort and Householder layers),
+    `e` is given and products with G cost O(n k) instead of a dense product.
+    """
 
     d: np.ndarray
     G: np.ndarray | None = None
     c: np.ndarray | None = None
+    e: np.ndarray | None = None
+
+    def _G(self, W: np.ndarray) -> np.ndarray:
+        """G @ W for W of shape (n, k)."""
+        if self.e is None:
+            return self.G @ W
+        g = len(self.e)
+        return np.einsum("mgk,g->mk", W.reshape(-1, g, W.shape[1]), self.e)
+
+    def _Gt_right(self, Y: np.ndarray) -> np.ndarray:
+        """Y @ G for Y of shape (k, m): a (k, n) matrix."""
+        if self.e is None:
+            return Y @ self.G
+        return (Y[:, :, None] * self.e[None, None, :]).reshape(Y.shape[0], -1)
 
     def dense(self) -> np.ndarray:
         out = np.diag(self.d)
         if self.G is not None:
-            out = out + (self.G.T * self.c) @ self.G
+            if self.e is None:
+                out = out + (self.G.T * self.c) @ self.G
+            else:
+                g, m = len(self.e), len(self.c)
+                idx = np.arange(m)
+                view = out.reshape(m, g, m, g)
+                view[idx, :, idx, :] += self.c[:, None, None] * np.outer(self.e, self.e)[None]
         return out
 
     def sandwich(self, W: np.ndarray) -> np.ndarray:
@@ -46,7 +70,7 @@ class StructMat:
             return np.zeros((W.shape[1], W.shape[1]))   # e.g. P = -2 alpha beta Lam = 0 for ReLU
         out = (W.T * self.d) @ W
         if self.G is not None:
-            GW = self.G @ W
+            GW = self._G(W)
             out = out + (GW.T * self.c) @ GW
         return out
 
@@ -54,7 +78,7 @@ class StructMat:
         """W' X for W of shape (n, k): a (k, n) matrix."""
         out = W.T * self.d
         if self.G is not None:
-            out = out + ((self.G @ W).T * self.c) @ self.G
+            out = out + self._Gt_right(self._G(W).T * self.c)
         return out
 
 
@@ -76,6 +100,7 @@ class LayerQC:
                 e, self.cE, self.sE = np.ones(g), 0.0, 1.0          # E = 1 1'
             else:
                 e, self.cE, self.sE = np.asarray(act.v), 1.0, -1.0  # E = I - v v'
+            self.e = e
             self.G = np.kron(np.eye(self.m), e[None, :])             # (m, n): row j = e on group j
             self.names = ["lam", "a", "b"] if coupling == "full" else ["lam", "a"]
         self.sizes = {k: (1 if tied else self.m) for k in self.names}
@@ -114,9 +139,9 @@ class LayerQC:
             return StructMat(-2 * al * be * lam), StructMat((al + be) * lam), StructMat(-2 * lam)
         lam, a, b = mult["lam"], mult["a"], mult["b"]
         cE, sE = self.cE, self.sE
-        P = StructMat(self._expand(lam + cE * a), self.G, sE * a)
-        R = StructMat(self._expand(0.5 * cE * (b - a)), self.G, 0.5 * sE * (b - a))
-        Q = StructMat(self._expand(-lam - cE * b), self.G, -sE * b)
+        P = StructMat(self._expand(lam + cE * a), self.G, sE * a, self.e)
+        R = StructMat(self._expand(0.5 * cE * (b - a)), self.G, 0.5 * sE * (b - a), self.e)
+        Q = StructMat(self._expand(-lam - cE * b), self.G, -sE * b, self.e)
         return P, R, Q
 
     def grad(self, V: np.ndarray, Wo: np.ndarray, weights: np.ndarray) -> np.ndarray:
