@@ -24,6 +24,7 @@ from verify.bab.objective import Objective
 from verify.bab.tables import split_points
 from verify.bounds.alpha import AlphaOptions, alpha_crown
 from verify.bounds.crown import BoundEngine, Splits
+from verify.bounds.optim import Adam
 
 # a neuron whose interval is narrower than this is not worth splitting
 MIN_WIDTH = 1e-6
@@ -117,7 +118,7 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         betas[v] = (b_lo, b_hi, lo_f, hi_f)
         masks[v] = (has_lo.reshape(M, 1, *shp).to(L.dtype), has_hi.reshape(M, 1, *shp).to(L.dtype))
     params = list(alphas.values()) + [b for t in betas.values() for b in t[:2]]
-    optim = torch.optim.Adam(params, lr=lr) if params else None
+    optim = Adam(params, lr=lr) if params else None
     best, collect = None, {}
     stall, best_total = 0, -torch.inf
     for it in range(max(1, iters)):
@@ -131,7 +132,7 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         if (optim is None or it == iters - 1 or stall >= 3 or bool((obj.score(best) > 0).all())
                 or time.perf_counter() > deadline):
             break
-        optim.zero_grad(set_to_none=True)
+        optim.zero_grad()
         (-lb.sum()).backward()
         optim.step()
         with torch.no_grad():
@@ -189,17 +190,24 @@ def _branching(engine, obj, nodes, bounds, collect, best, M, R, branching: str =
 
 def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor,
                             deadline: float, settings, progress=None, confirm=None, tol: float = 0.0,
-                            use_tables: bool = True, branching: str = "gap") -> SearchResult:
+                            use_tables: bool = True, branching: str = "gap", root=None) -> SearchResult:
+    """Search until every domain is verified, a counterexample is confirmed, or time/memory runs out.
+
+    `root` = (lower bounds, intermediate bounds) of an α-CROWN pass already made on the whole region
+    (the driver's incomplete step); without it the search makes its own."""
     graph = engine.graph
     nodes = splittable_nodes(engine)
     if not nodes:
         return SearchResult("unknown", note="no nonlinear neuron to split on")
     values = [n.inputs[0] for n in nodes]
     L0, U0 = lower.reshape(1, -1), upper.reshape(1, -1)
-    budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
-    opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget, optimize_intermediate=True)
-    lb_root, root_bounds, _ = alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d)
-    root_bounds = {k: (l.detach(), u.detach()) for k, (l, u) in root_bounds.items()}
+    if root is None:
+        budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
+        opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget, optimize_intermediate=True)
+        lb_root, root_bounds, _ = alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d)
+        root_bounds = {k: (l.detach(), u.detach()) for k, (l, u) in root_bounds.items()}
+    else:
+        lb_root, root_bounds = root
     if bool(obj.score(lb_root)[0] > tol):
         return SearchResult("unsat", domains=1)
     dtype = lower.dtype

@@ -50,23 +50,20 @@ def _progress_printer(enabled: bool, t0: float):
 
 
 def incomplete_bounds(engine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor, method: str,
-                      settings, deadline: float) -> torch.Tensor:
-    """Lower bounds (1, R) of C·y - d over the region by the chosen method."""
+                      settings, deadline: float):
+    """Lower bounds (1, R) of C·y - d over the region by the chosen method, and (for α-CROWN) the
+    optimised intermediate bounds, which the activation-split search reuses as its root."""
     C = obj.C.unsqueeze(0)
     L, U = lower.reshape(1, -1), upper.reshape(1, -1)
-    if method == "ibp":
+    if method in ("ibp", "crown"):
         with torch.no_grad():
-            return engine.compute(L, U, C, method="ibp") - obj.d
-    if method == "crown":
-        with torch.no_grad():
-            return engine.compute(L, U, C, method="crown") - obj.d
+            return engine.compute(L, U, C, method=method) - obj.d, None
     budget = max(0.0, min(deadline - time.perf_counter(), settings.timeout * 0.5))
     opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget,
                         optimize_intermediate=engine.graph.input_size > INPUT_SPLIT_MAX_DIM)
-    Cd = C  # the offset d is subtracted after the optimisation (it does not change the optimum)
-    # optimise the score rows: fold -d into the objective by bounding C·y and shifting
-    lb = alpha_crown(engine, L, U, Cd, opts, shift=obj.d)
-    return lb
+    lb, bounds, _ = alpha_crown(engine, L, U, C, opts, shift=obj.d, return_state=True)
+    root = (lb, {k: (l.detach(), u.detach()) for k, (l, u) in bounds.items()}) if opts.optimize_intermediate else None
+    return lb, root
 
 
 def _detached(graph: Graph) -> Graph:
@@ -99,7 +96,7 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
         obj = Objective(terms, dtype)
         lower = torch.as_tensor(lower_np, dtype=dtype)
         upper = torch.as_tensor(upper_np, dtype=dtype)
-        lb = incomplete_bounds(engine, obj, lower, upper, settings.method, settings, deadline)
+        lb, root = incomplete_bounds(engine, obj, lower, upper, settings.method, settings, deadline)
         total_domains += 1
         if bool(obj.score(lb)[0] > (0.0 if dtype == torch.float64 else FLOAT32_MARGIN)):
             continue
@@ -115,7 +112,7 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
                                      settings.max_domains, progress, confirm)
         else:
             res = activation_split_search(engine, obj, lower, upper, deadline, settings, progress, confirm,
-                                          tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN)
+                                          tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN, root=root)
         total_domains += res.domains
         if res.verdict == "sat":
             return ProveResult("sat", x=res.x.detach().cpu().numpy().astype(np.float64), domains=total_domains)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from verify.bounds.crown import BoundEngine, Splits
+from verify.bounds.optim import Adam
 
 
 @dataclass
@@ -107,8 +108,7 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
         params += [b for b, _ in betas.values()]
     if not params or opts.iterations <= 0 or (opts.stop_when_positive and bool((best > 0).all())):
         return (best, bounds, alphas) if return_state else best
-    optim = torch.optim.Adam(params, lr=opts.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(optim, opts.lr_decay)
+    optim = Adam(params, lr=opts.lr, lr_decay=opts.lr_decay)
     out_shape = engine.graph.shape_of(engine.graph.output)
     A0 = C.reshape(B, S, *out_shape).to(lower.dtype)
     stall = 0
@@ -139,10 +139,9 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
         if opts.time_budget is not None and time.perf_counter() - t0 > opts.time_budget:
             break
         loss = -lb.sum()
-        optim.zero_grad(set_to_none=True)
+        optim.zero_grad()
         loss.backward()
         optim.step()
-        sched.step()
         _project(engine, alphas, cur_bounds if not opts.optimize_intermediate else bounds)
         if betas:
             with torch.no_grad():
