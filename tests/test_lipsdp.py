@@ -243,6 +243,11 @@ def test_cli_json(capsys):
     assert out["lower"] <= out["upper"]
 
 
+def test_residual_mat_is_refused():
+    with pytest.raises(InputError, match="residual"):
+        lipschitz(_data("resweights_5_32.mat"), method="naive")
+
+
 def test_cli_bad_input(capsys, tmp_path):
     from verify.cli import main
 

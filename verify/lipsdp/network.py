@@ -206,6 +206,9 @@ def load_mat(path: str | Path) -> LipNet:
     import scipy.io as sio
 
     path = Path(path)
+    if path.stem.lower().startswith("resweights"):
+        # QCs_MaxMin residual nets (x + W sigma(x) blocks) would silently load as a plain chain: refuse
+        raise InputError(f"{path}: residual networks (resweights_*) are not supported by the Lipschitz bounds")
     try:
         data = sio.loadmat(str(path))
     except Exception as e:
