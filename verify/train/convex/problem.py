@@ -82,15 +82,17 @@ class ConvexProblem:
         return out[0], out[1]
 
     def price(self, lam: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Dual constraint values ρ_v[i] = ‖Π_{K_i}(Xᵀ D_i λ)‖, ρ_w[i] = ‖Π_{K_i}(−Xᵀ D_i λ)‖ (≤ β when
-        λ is dual feasible). Upper bounds are exact up to the NNLS solver's accuracy; any μ ≥ 0 only
-        over-estimates ρ, so the resulting dual bound stays valid."""
+        """Upper bounds on the dual constraint values ρ_v[i] = ‖Π_{K_i}(Xᵀ D_i λ)‖ and
+        ρ_w[i] = ‖Π_{K_i}(−Xᵀ D_i λ)‖ (≤ β when λ is dual feasible), exact where they can matter.
+
+        ‖Π_K(g)‖ ≤ ‖g‖, so a pattern with ‖Xᵀ D_i λ‖ ≤ 0.999β keeps that bound; the others get the
+        projection by NNLS (any μ ≥ 0 only over-estimates ρ, so dual bounds built on these stay valid)."""
         idx = np.arange(self.P) if idx is None else np.asarray(idx)
         G = self.X.T @ (self.D[:, idx] * lam[:, None])  # (d, |idx|)
         S = self.signs[:, idx]
-        rv = np.empty(len(idx))
-        rw = np.empty(len(idx))
-        for k in range(len(idx)):
+        rv = np.linalg.norm(G, axis=0)
+        rw = rv.copy()
+        for k in np.flatnonzero(rv > 0.999 * self.beta):
             A = S[:, k:k + 1] * self.X
             g = G[:, k]
             # ‖Π_K(g)‖ = dist(g, K°) with K° = {−Aᵀμ : μ ≥ 0}

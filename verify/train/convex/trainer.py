@@ -148,4 +148,4 @@ def fit(X: np.ndarray, y: np.ndarray, beta: float = 0.1, patterns=100, solver: s
             info["standard_objective"] = ConvexProblem(Xb, y, D, beta).objective(V, W)
     return FitResult(objective=float(prob_obj), gap=cert.get("gap"), module=module,
                      seconds=time.perf_counter() - t0, V=V, W=W, D=D,
-                     solver="gated" if gated else solver, info=info)
+                     solver="gated" if gated else "robust" if adversarial_eps else solver, info=info)
