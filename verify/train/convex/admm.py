@@ -42,13 +42,14 @@ class _Factor:
         C = np.eye(prob.n) + K * (2.0 * (Df @ Df.T))
         self.Cc = sla.cho_factor(C)
 
-    def solve(self, prob: ConvexProblem, E: np.ndarray, sig: np.ndarray, B: np.ndarray) -> np.ndarray:
-        """(I ⊗ M + FᵀF)⁻¹ B for B of shape (d, 2P)."""
+    def solve(self, prob: ConvexProblem, Df: np.ndarray, B: np.ndarray) -> np.ndarray:
+        """(I ⊗ M + FᵀF)⁻¹ B for B of shape (d, 2P); F acts on v − w, so its products use P columns."""
+        P = prob.P
         Q = sla.cho_solve(self.Mc, B)
-        Fq = ((prob.X @ Q) * E) @ sig
+        Fq = ((prob.X @ (Q[:, :P] - Q[:, P:])) * Df).sum(axis=1)
         t = sla.cho_solve(self.Cc, Fq)
-        FtT = (prob.X.T @ (E * t[:, None])) * sig
-        return Q - sla.cho_solve(self.Mc, FtT)
+        H = prob.X.T @ (Df * t[:, None])
+        return Q - sla.cho_solve(self.Mc, np.concatenate([H, -H], axis=1))
 
 
 def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000, tol: float = 1e-6,
@@ -62,7 +63,8 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
     Xg = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-300) if equilibrate else X
     Xg = Xg * np.sqrt(gamma)
     P = prob.P
-    E = np.concatenate([prob.D, prob.D], axis=1).astype(float)  # (n, 2P) gates
+    Df = prob.D.astype(float)
+    E = np.concatenate([Df, Df], axis=1)  # (n, 2P) gates
     S = 2.0 * E - 1.0  # cone signs
     sig = np.concatenate([np.ones(P), -np.ones(P)])
     beta = prob.beta
@@ -95,7 +97,7 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
     converged = False
     for it in range(1, max_iters + 1):
         B = Fty + rho * (Z - A) + rho * (Xg.T @ (S * (Sv - N)))
-        U = fac.solve(prob, E, sig, B)
+        U = fac.solve(prob, Df, B)
         GU = S * (Xg @ U)
         if relax != 1.0:  # over-relaxation
             Uh = relax * U + (1 - relax) * Z
@@ -117,14 +119,14 @@ def admm(prob: ConvexProblem, rho: float | None = None, max_iters: int = 20_000,
             n_sum = 0
         U_sum += U
         n_sum += 1
-        if it % 10 == 0 or it == max_iters:
+        if it % 20 == 0 or it == max_iters:
             rp = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - Sv) ** 2))
             rd = rho * np.sqrt(np.sum((Z - Z_old) ** 2) + np.sum((Xg.T @ (S * (Sv - S_old))) ** 2))
             sc_p = max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)), np.sqrt(np.sum(Z ** 2) + np.sum(Sv ** 2)), 1e-12)
             sc_d = rho * max(np.sqrt(np.sum(A ** 2) + np.sum((Xg.T @ (S * N)) ** 2)), 1e-12)
             r_p, r_d = rp / sc_p, rd / sc_d
             if bar is not None:
-                bar.update(10)
+                bar.update(20)
                 bar.set_postfix(r_p=f"{r_p:.1e}", r_d=f"{r_d:.1e}", refresh=False)
             if r_p < tol and r_d < tol:
                 converged = True
