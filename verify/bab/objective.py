@@ -7,12 +7,17 @@ per domain (> 0 means verified): min over terms of max over the term's rows.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
 
 class Objective:
-    def __init__(self, terms: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype, device=None):
+    def __init__(self, terms: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype, device=None,
+                 combine: bool = True):
+        if combine:
+            terms = [self._with_combinations(np.atleast_2d(c), np.atleast_1d(dd)) for c, dd in terms]
         C = np.vstack([np.asarray(c, dtype=np.float64) for c, _ in terms])
         d = np.concatenate([np.asarray(dd, dtype=np.float64).reshape(-1) for _, dd in terms])
         self.C = torch.as_tensor(C, dtype=dtype, device=device)
@@ -21,6 +26,26 @@ class Objective:
                                     dtype=torch.long, device=device)
         self.n_terms = len(terms)
         self.n_rows = C.shape[0]
+
+    @staticmethod
+    def _with_combinations(C: np.ndarray, d: np.ndarray, max_rows: int = 6):
+        """Add nonnegative combinations of a conjunction's rows (the sum over every subset of >= 2 rows).
+
+        If λ >= 0 and λ·(C·y - d) > 0 everywhere on a domain, some row is positive at every point, so the
+        conjunction is infeasible there: the extra rows keep the meaning, and their bounds can be tighter
+        than every single row's (a bound on a sum is not the sum of the bounds)."""
+        m = C.shape[0]
+        if m < 2 or m > max_rows:
+            return C, d
+        scale = 1.0 / np.maximum(np.abs(C).sum(1), 1e-12)  # normalise rows so no row dominates a sum
+        Cn, dn = C * scale[:, None], d * scale
+        extra_C, extra_d = [], []
+        for size in range(2, m + 1):
+            for subset in itertools.combinations(range(m), size):
+                idx = list(subset)
+                extra_C.append(Cn[idx].sum(0))
+                extra_d.append(dn[idx].sum())
+        return np.vstack([C, np.array(extra_C)]), np.concatenate([d, np.array(extra_d)])
 
     def term_max(self, rows: torch.Tensor) -> torch.Tensor:
         """(N, R) row values -> (N, T): max over each term's rows."""
