@@ -132,7 +132,7 @@ def test_ibp_init_keeps_box_radius_stable():
 
         b = ibp(g, x - 0.01, x + 0.01, return_all=True)
         pre = [n.inputs[0] for n in g.nodes if n.op == "relu"]
-        r = [float(((b[v][1] - b[v][0]) / 2).mean()) for v in pre]
+        r = [float(((b[v][1] - b[v][0]) / 2).mean().detach()) for v in pre]
         ratios[init] = r[-1] / r[0]
     assert ratios[True] < 0.2 * ratios[False], ratios
 
