@@ -240,3 +240,17 @@ def test_trained_network_through_onnx_and_verify_check(tmp_path, spirals_problem
     with torch.no_grad():
         fx = float(net(torch.as_tensor(res.x, dtype=torch.float32).reshape(1, 2)))
     assert C[0, 0] * fx <= 1e-5
+
+
+def test_logistic_loss_objective_matches_network():
+    """With the logistic loss the recovered network's nonconvex objective equals the convex optimum."""
+    from verify.train.convex.network import module_weights
+
+    ds = data.breast_cancer()
+    X, y = ds.X_train[:120], ds.y_train[:120]
+    r = fit(X, y, beta=0.1, patterns=5, loss="logistic", solver="cvxpy", cvxpy_solver="CLARABEL")
+    W1, b1, W2, b2 = module_weights(r.module.double())
+    f = (np.maximum(X @ W1.T + b1, 0.0) @ W2.T + b2).ravel()
+    nonconvex = np.sum(np.logaddexp(0.0, -y * f)) + 0.05 * (np.sum(W1 ** 2) + np.sum(b1 ** 2) + np.sum(W2 ** 2))
+    assert r.gap is None
+    assert abs(nonconvex - r.objective) <= 1e-5 * r.objective
