@@ -101,14 +101,20 @@ class _Objective:
             f = f + self.ridge * float(ab @ ab)
         if self.tau:
             f = f - self.tau * self.chain.logdet_rest(res)
+        self._cache = (x, th, res, U, w)
         if not need_grad:
             return f, None, lmax
+        return f, self.gradient(), lmax
+
+    def gradient(self) -> np.ndarray:
+        """Gradient w.r.t. x at the point of the last finite evaluation (reuses its elimination)."""
+        x, th, res, U, w = self._cache
         keep = w > 1e-12
         zs = self.chain.directions(res, U[:, keep])
         g = self.chain.grad(zs, w[keep])
         if self.tau:
             g = g - self.tau * self.chain.logdet_grad(res)
-        if self.ridge and len(ab):
+        if self.ridge and len(self.ia):
             g[self.ia] += 2 * self.ridge * th[self.ia]
             g[self.ib] += 2 * self.ridge * th[self.ib]
         gx = g.copy()
@@ -117,7 +123,7 @@ class _Objective:
             c = np.exp(np.clip(x[self.ia], -700, 700))
             gx[self.ia] = (g[self.ib] - g[self.ia]) * c
             gx[self.ib] = g[self.ia] + g[self.ib]
-        return f, gx, lmax
+        return gx
 
 
 def _lbfgs(obj: _Objective, x: np.ndarray, mu: float, max_iter: int, tol: float, deadline: float,
@@ -155,8 +161,9 @@ def _lbfgs(obj: _Objective, x: np.ndarray, mu: float, max_iter: int, tol: float,
         step = 1.0
         while True:
             xn = x + step * d
-            fn, gn, ln = obj(xn, mu)
+            fn, _, ln = obj(xn, mu, need_grad=False)   # the gradient only once a step is accepted
             if np.isfinite(fn) and fn <= f + 1e-4 * step * gd:
+                gn = obj.gradient()
                 break
             step *= 0.3
             if step < 1e-10:
