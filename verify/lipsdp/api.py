@@ -133,7 +133,8 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
         if norm == "2":
             # lipsdp-nsr has no cross term, so its optimum sits on the boundary of every pivot: an
             # interior-point solver (Clarabel) is the right default there; the fast solver for the rest
-            used_solver = (solver or ("CLARABEL" if method == "lipsdp-nsr" else "fast"))
+            boundary = method == "lipsdp-nsr" and any(a.kind != "slope" for a in net.activations)
+            used_solver = solver or ("CLARABEL" if boundary else "fast")
             cert, raw, info = _solve_l2(scaled, tied, coupling, used_solver, time_limit, verbose)
         else:
             used_solver = solver or "SCS"
