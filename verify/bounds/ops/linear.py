@@ -28,21 +28,14 @@ class LinearRule(OpRule):
         return yc - yr, yc + yr
 
 
-@register("conv")
+@register("conv", "convtranspose")
 class ConvRule(OpRule):
+    """Conv and ConvTranspose: the op itself on the centre, with |W| on the radius."""
+
     def ibp(self, lo, hi, node, graph):
         c, r = _centre_radius(lo[0], hi[0])
-        yc = gops.evaluate("conv", [c] + list(lo[1:]), node.attrs)
-        yr = gops.evaluate("conv", [r, lo[1].abs()], node.attrs)
-        return yc - yr, yc + yr
-
-
-@register("convtranspose")
-class ConvTransposeRule(OpRule):
-    def ibp(self, lo, hi, node, graph):
-        c, r = _centre_radius(lo[0], hi[0])
-        yc = gops.evaluate("convtranspose", [c] + list(lo[1:]), node.attrs)
-        yr = gops.evaluate("convtranspose", [r, lo[1].abs()], node.attrs)
+        yc = gops.evaluate(node.op, [c] + list(lo[1:]), node.attrs)
+        yr = gops.evaluate(node.op, [r, lo[1].abs()], node.attrs)
         return yc - yr, yc + yr
 
 
