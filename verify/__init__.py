@@ -19,7 +19,6 @@ _LAZY = {
     "load_spec": ("verify.api", "load_spec"),
     "check": ("verify.api", "check"),
     "compute_bounds": ("verify.api", "compute_bounds"),
-    "bounds": ("verify.api", "compute_bounds"),
     "lipschitz": ("verify.lipsdp", "lipschitz"),
     "Graph": ("verify.graph.ir", "Graph"),
     "Spec": ("verify.spec.spec", "Spec"),
