@@ -179,3 +179,27 @@ def test_maxpool_and_maxmin_lowering_sound(width):
     for method in ["ibp", "crown", "alpha-crown"]:
         l, u = compute(g, lo, hi, method=method, alpha=AlphaOptions(iterations=5, stop_when_positive=False))
         assert (ys >= l.reshape(B, 1, -1) - 1e-9).all() and (ys <= u.reshape(B, 1, -1) + 1e-9).all()
+
+
+def test_sparse_intermediate_path_matches_dense(monkeypatch):
+    """Domains with few unstable neurons each (but a large union) take the per-(domain, neuron) path;
+    its bounds must equal the dense path's."""
+    torch.manual_seed(5)
+    g = load_torch(mlp("relu", (20, 40, 40, 40, 3)).double(), (20,))
+    from verify.bounds import engine_for
+    from verify.bounds.crown import BoundEngine
+
+    eng = engine_for(g)
+    centre = torch.randn(16, 20, dtype=torch.float64)
+    width = torch.where(torch.arange(16) % 4 == 0, 0.5, 1e-3).to(torch.float64).unsqueeze(1)
+    lo, hi = centre - width, centre + width
+    calls = []
+    orig = BoundEngine._tighten_sparse
+    monkeypatch.setattr(BoundEngine, "_tighten_sparse", lambda self, *a: calls.append(1) or orig(self, *a))
+    ls, us = eng.compute(lo, hi, method="crown", intermediate="backward")
+    assert calls, "the sparse path was not exercised"
+    monkeypatch.setattr(BoundEngine, "_tighten_sparse", lambda self, node, l, u, needf, *a: (l, u))
+    dense = [eng.compute(lo[i:i + 1], hi[i:i + 1], method="crown", intermediate="backward") for i in range(16)]
+    ld = torch.cat([d[0] for d in dense])
+    ud = torch.cat([d[1] for d in dense])
+    assert torch.allclose(ls, ld, atol=1e-9) and torch.allclose(us, ud, atol=1e-9)
