@@ -8,7 +8,8 @@ intersected with the domain's constraints, so every relaxation is built on the n
 output layer's α parameters and the β multipliers of the constraints are then optimised (β-CROWN: the terms
 -β_lo (v - lo_c) - β_hi (hi_c - v) are <= 0 on the domain, so the bound stays valid).
 
-Branching picks, per domain, the neuron with the largest estimated bound improvement: the output
+Both factors of a product of two variables can be split too (at their midpoint; the McCormick planes
+then tighten on each half). Branching picks, per domain, the neuron with the largest estimated bound improvement: the output
 coefficient mass |A_j| on that neuron times the gap between its upper and lower relaxation lines (what
 splitting it would shrink) — for a ReLU this is BaBSR's intercept score. Each round also executes the box
 corner that minimises each child's linear bound, as a counterexample candidate.
@@ -16,6 +17,7 @@ corner that minimises each child's linear bound, as a counterexample candidate.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -24,6 +26,7 @@ from verify.bab.objective import Objective
 from verify.bab.tables import split_points
 from verify.bounds.alpha import AlphaOptions, alpha_crown
 from verify.bounds.crown import BoundEngine, Splits
+from verify.graph.ir import Node
 from verify.bounds.optim import Adam
 
 # a neuron whose interval is narrower than this is not worth splitting
@@ -50,15 +53,35 @@ class Domains:
                        torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]))
 
 
-def splittable_nodes(engine: BoundEngine):
-    """Unary nonlinear nodes whose input can be split (each input value split once, by its first reader)."""
-    seen, out = set(), []
-    for n in engine.unary_nodes:
-        v = n.inputs[0]
-        if v in seen or v == engine.graph.input_name:
-            continue
-        seen.add(v)
-        out.append(n)
+@dataclass(frozen=True)
+class Candidate:
+    """A value whose neurons may be split: the input of a unary nonlinearity `node`, or one factor of a
+    product `node` of two variables (`other` is then the other factor)."""
+
+    value: str
+    node: Node
+    other: str | None = None
+
+
+def split_candidates(engine: BoundEngine) -> list[Candidate]:
+    """Every value feeding a nonlinearity, once (by its first reader): inputs of unary nonlinear nodes and
+    both factors of element-wise products of two variables."""
+    seen, out = {engine.graph.input_name}, []
+    for n in engine.nodes:
+        kind = engine.kind[n.name]
+        if kind == "unary" and n.inputs[0] not in seen:
+            seen.add(n.inputs[0])
+            out.append(Candidate(n.inputs[0], n))
+        elif kind == "binary" and n.op == "mul":
+            a, b = n.inputs
+            if engine.graph.is_const(a) or engine.graph.is_const(b):
+                continue
+            if not (engine.graph.shape_of(a) == engine.graph.shape_of(b) == n.shape):
+                continue  # broadcast products: not split (still bounded by McCormick planes)
+            for v, o in ((a, b), (b, a)):
+                if v not in seen:
+                    seen.add(v)
+                    out.append(Candidate(v, n, o))
     return out
 
 
@@ -104,8 +127,8 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         shape[a0.dim() - l.dim()] = R
         alphas[n.name] = a0.expand(*shape).clone().requires_grad_()
     betas, masks = {}, {}
-    for n in nodes:
-        v = n.inputs[0]
+    for cand in nodes:
+        v = cand.value
         has_lo, has_hi = torch.isfinite(lo_c[v]), torch.isfinite(hi_c[v])
         if not bool(has_lo.any() or has_hi.any()):
             continue
@@ -158,14 +181,22 @@ def _branching(engine, obj, nodes, bounds, collect, best, M, R, branching: str =
     open_rows = (best <= 0).to(best.dtype).unsqueeze(-1)  # (M, R, 1)
     best_score = torch.full((M,), -0.5, dtype=best.dtype)
     choice = torch.full((M, 2), -1, dtype=torch.long)
-    for ni, n in enumerate(nodes):
+    for ni, c in enumerate(nodes):
+        n = c.node
         A = collect.get(n.name)
         if A is None:
             continue
-        l, u = bounds[n.inputs[0]]
+        l, u = bounds[c.value]
         lf, uf = l.reshape(M, -1), u.reshape(M, -1)
         A = A.detach().reshape(M, R, -1)
-        if n.op in ("relu", "leakyrelu"):
+        if c.other is not None:
+            # a product's McCormick planes are off by at most (ux - lx)(uy - ly)/4 at the centre
+            ol, ou = bounds[c.other]
+            gap = (uf - lf) * (ou.reshape(M, -1) - ol.reshape(M, -1)) / 4
+            gap = torch.nan_to_num(gap, nan=0.0, posinf=1e30).clamp(min=0)
+            cand = ((uf - lf) > MIN_WIDTH) & (gap > 0)
+            mass = (A.abs() * open_rows).sum(1)
+        elif n.op in ("relu", "leakyrelu"):
             # BaBSR: the upper line's intercept -u·l/(u-l) costs the bound where the coefficient is negative
             cand = (lf < 0) & (uf > 0)
             gap = torch.where(cand, -uf * lf / torch.where(cand, uf - lf, torch.ones_like(uf)), torch.zeros_like(uf))
@@ -196,10 +227,10 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
     `root` = (lower bounds, intermediate bounds) of an α-CROWN pass already made on the whole region
     (the driver's incomplete step); without it the search makes its own."""
     graph = engine.graph
-    nodes = splittable_nodes(engine)
+    nodes = split_candidates(engine)
     if not nodes:
         return SearchResult("unknown", note="no nonlinear neuron to split on")
-    values = [n.inputs[0] for n in nodes]
+    values = [c.value for c in nodes]
     L0, U0 = lower.reshape(1, -1), upper.reshape(1, -1)
     if root is None:
         budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
@@ -237,7 +268,8 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
         parents = doms.take(pick)
         rest = doms.take(keep.nonzero().flatten())
         c_lo, c_hi = {}, {}
-        for ni, (node, v) in enumerate(zip(nodes, values)):
+        for ni, (cand, v) in enumerate(zip(nodes, values)):
+            node = cand.node
             lo_p, hi_p = parents.lo[v], parents.hi[v]
             left_hi, right_lo = hi_p.clone(), lo_p.clone()
             sel = (parents.branch[:, 0] == ni).nonzero().flatten()
@@ -246,7 +278,9 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
                 rl, ru = root_bounds[v]
                 l_now = torch.maximum(rl.reshape(1, -1).expand(k, -1)[sel, cols], lo_p[sel, cols])
                 u_now = torch.minimum(ru.reshape(1, -1).expand(k, -1)[sel, cols], hi_p[sel, cols])
-                if node.op in ("relu", "leakyrelu"):
+                if cand.other is not None:  # a product factor: bisect
+                    point = (l_now + u_now) / 2
+                elif node.op in ("relu", "leakyrelu"):
                     point = torch.zeros_like(l_now)
                 else:
                     point = split_points(node.op, l_now, u_now, node.attrs, use_tables=use_tables)
