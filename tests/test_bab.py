@@ -49,7 +49,7 @@ def _spec_output_above(t: float, lo, hi) -> Spec:
     return Spec(2, 1, [Disjunct(np.array(lo, float), np.array(hi, float), np.array([[-1.0]]), np.array([-t]))])
 
 
-@pytest.mark.parametrize("split", ["input", "relu"])
+@pytest.mark.parametrize("split", ["input", "activation"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_known_answers(split, seed):
     module = _net(seed)

@@ -53,9 +53,11 @@ class Settings:
     alpha_iters: int = 20
     beta_iters: int = 20
     lr: float = 0.1
-    # branching: "auto" picks input splitting for low-dimensional inputs, else ReLU splitting
+    # branch and bound: "auto" picks input splitting for inputs of <= input_split_max_dim dimensions, else
+    # activation splitting ("input" / "activation" force one); `branching` scores non-ReLU neurons by
+    # relaxation gap ("gap", BBPS-style) or interval width ("width", BaBSR-style); ReLUs always use BaBSR
     split: str = "auto"
-    branching: str = "babsr"
+    branching: str = "gap"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,6 +68,10 @@ class Settings:
             raise ValueError(f"timeout must be positive, not {self.timeout!r}")
         if not 0.0 <= self.attack_share <= 1.0:
             raise ValueError(f"attack_share must lie in [0, 1], not {self.attack_share!r}")
+        if self.split not in ("auto", "input", "activation"):
+            raise ValueError(f"split must be auto, input or activation, not {self.split!r}")
+        if self.branching not in ("gap", "width"):
+            raise ValueError(f"branching must be gap or width, not {self.branching!r}")
 
     def replace(self, **overrides) -> "Settings":
         """A copy with some fields changed; unknown field names raise TypeError."""

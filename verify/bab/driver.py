@@ -23,7 +23,6 @@ from verify.bounds import AlphaOptions, alpha_crown, engine_for
 from verify.graph.ir import Graph
 from verify.spec.spec import Spec
 
-INPUT_SPLIT_MAX_DIM = 16
 # a float32 bound must exceed this to count as a proof (covers float32 rounding in the bound computation)
 FLOAT32_MARGIN = 1e-4
 
@@ -60,7 +59,7 @@ def incomplete_bounds(engine, obj: Objective, lower: torch.Tensor, upper: torch.
             return engine.compute(L, U, C, method=method) - obj.d, None
     budget = max(0.0, min(deadline - time.perf_counter(), settings.timeout * 0.5))
     opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget,
-                        optimize_intermediate=engine.graph.input_size > INPUT_SPLIT_MAX_DIM)
+                        optimize_intermediate=engine.graph.input_size > settings.input_split_max_dim)
     lb, bounds, _ = alpha_crown(engine, L, U, C, opts, shift=obj.d, return_state=True)
     root = (lb, {k: (l.detach(), u.detach()) for k, (l, u) in bounds.items()}) if opts.optimize_intermediate else None
     return lb, root
@@ -79,7 +78,7 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
     t0 = time.perf_counter()
     graph = _detached(graph)
     engine = engine_for(graph)
-    small = graph.input_size <= INPUT_SPLIT_MAX_DIM
+    small = graph.input_size <= settings.input_split_max_dim
     dtype = torch.float64 if (small or settings.dtype == "float64") else torch.float32
     progress = _progress_printer(settings.verbose or settings.progress, t0)
     total_domains = 0
@@ -112,7 +111,8 @@ def prove(graph: Graph, spec: Spec, settings, deadline: float) -> ProveResult:
                                      settings.max_domains, progress, confirm)
         else:
             res = activation_split_search(engine, obj, lower, upper, deadline, settings, progress, confirm,
-                                          tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN, root=root)
+                                          tol=0.0 if dtype == torch.float64 else FLOAT32_MARGIN, root=root,
+                                          branching=settings.branching)
         total_domains += res.domains
         if res.verdict == "sat":
             return ProveResult("sat", x=res.x.detach().cpu().numpy().astype(np.float64), domains=total_domains)

@@ -38,6 +38,11 @@ def add_verification_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float64", action="store_true", help="float64 on the hot path (default float32)")
     p.add_argument("--max-domains", type=int, default=Settings.max_domains, help="branch and bound domain cap")
     p.add_argument("--batch-size", type=int, default=Settings.batch_size, help="domains bounded per batch")
+    p.add_argument("--split", choices=("auto", "input", "activation"), default=Settings.split,
+                   help="branch and bound on input dimensions or on activations (default auto: input splitting "
+                        "for inputs of <= 16 dimensions)")
+    p.add_argument("--branching", choices=("gap", "width"), default=Settings.branching,
+                   help="score for splitting non-ReLU neurons: relaxation gap (BBPS-style, default) or interval width")
     p.add_argument("--progress", action="store_true", help="show branch-and-bound progress on stderr")
     p.add_argument("--verbose", "-v", action="store_true", help="notes and timings on stderr")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -48,7 +53,7 @@ def settings_from_args(args: argparse.Namespace, timeout: float) -> Settings:
         return Settings(method=args.method, no_bab=args.no_bab, timeout=timeout, seed=args.seed,
                         attack_share=args.attack_share, threads=args.threads,
                         dtype="float64" if args.float64 else "float32", verbose=args.verbose,
-                        progress=args.progress, max_domains=args.max_domains, batch_size=args.batch_size)
+                        progress=args.progress, max_domains=args.max_domains, batch_size=args.batch_size, split=args.split, branching=args.branching)
     except ValueError as e:
         raise InputError(f"bad option: {e}") from None
 
