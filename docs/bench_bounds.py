@@ -62,7 +62,6 @@ def main() -> None:
     g = load_onnx(b / "acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx")
     eng = engine_for(g)
     lo, hi, terms = parse_vnnlib(b / "acasxu/vnnlib/prop_1.vnnlib").regions()[0]
-    gen = torch.Generator().manual_seed(0)
     for dt in (torch.float32, torch.float64):
         lo_t, hi_t = torch.tensor(lo, dtype=dt), torch.tensor(hi, dtype=dt)
         # 1,024 sub-boxes: a 4x4x4x4x4 grid of the property's box

@@ -41,10 +41,6 @@ class Splits:
     signs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _flat_dims(t: torch.Tensor, start: int) -> tuple[int, ...]:
-    return tuple(range(start, t.dim()))
-
-
 class BoundEngine:
     """Prepared bound computation for one graph."""
 
@@ -198,7 +194,7 @@ class BoundEngine:
                 else:
                     args.append(graph.const(name, dtype, device))
             y = gops.evaluate(node.op, args, node.attrs)
-            grads = torch.autograd.grad(y, args_var := [args[k] for k in var_idx], A_flat,
+            grads = torch.autograd.grad(y, [args[k] for k in var_idx], A_flat,
                                         create_graph=need_graph, allow_unused=True)
         for k, g in zip(var_idx, grads):
             name = node.inputs[k]

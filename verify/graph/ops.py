@@ -244,7 +244,6 @@ def _pad(a, at):
     if mode == "constant":
         return F.pad(x, pad_arg, value=float(at.get("value", 0.0)))
     # reflect / edge only on trailing spatial axes
-    k = max(i for i in range(r) if pads[i] or pads[r + i]) if any(pads) else r - 1
     trail = pad_arg[: 2 * (r - 2)]
     return F.pad(x, trail, mode={"reflect": "reflect", "edge": "replicate"}[mode])
 
