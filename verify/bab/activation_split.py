@@ -141,7 +141,8 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         betas[v] = (b_lo, b_hi, lo_f, hi_f)
         masks[v] = (has_lo.reshape(M, 1, *shp).to(L.dtype), has_hi.reshape(M, 1, *shp).to(L.dtype))
     params = list(alphas.values()) + [b for t in betas.values() for b in t[:2]]
-    optim = Adam(params, lr=lr) if params else None
+    scales = [getattr(engine.rules[name], "alpha_lr_scale", 1.0) for name in alphas] + [1.0] * (2 * len(betas))
+    optim = Adam(params, lr=lr, scales=scales) if params else None
     best, collect = None, {}
     stall, best_total = 0, -torch.inf
     for it in range(max(1, iters)):

@@ -25,6 +25,7 @@ class AlphaOptions:
     optimize_intermediate: bool = False
     time_budget: float | None = None  # seconds
     early_stop_patience: int = 5
+    warmup: int = 10  # iterations before early stopping may trigger
     stop_when_positive: bool = True   # stop once every row's bound is > 0 (nothing more to prove)
 
 
@@ -104,11 +105,13 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
     best = lb0 - shift
     alphas = init_alphas(engine, bounds, B, S, opts.optimize_intermediate)
     params = [a for g in alphas.values() for a in g.values()]
+    scales = [getattr(engine.rules[name], "alpha_lr_scale", 1.0) for g in alphas.values() for name in g]
     if betas:
-        params += [b for b, _ in betas.values()]
+        params += [b for t in betas.values() for b in t[:2]]
+        scales += [1.0] * (len(params) - len(scales))
     if not params or opts.iterations <= 0 or (opts.stop_when_positive and bool((best > 0).all())):
         return (best, bounds, alphas) if return_state else best
-    optim = Adam(params, lr=opts.lr, lr_decay=opts.lr_decay)
+    optim = Adam(params, lr=opts.lr, lr_decay=opts.lr_decay, scales=scales)
     out_shape = engine.graph.shape_of(engine.graph.output)
     A0 = C.reshape(B, S, *out_shape).to(lower.dtype)
     stall = 0
@@ -130,7 +133,7 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
         if improved.any():
             best = torch.maximum(best, lb.detach())
             stall = 0
-        else:
+        elif it >= opts.warmup:  # early iterates may be worse than CROWN's default choice: don't stop then
             stall += 1
         if opts.stop_when_positive and bool((best > 0).all()):
             break
@@ -145,6 +148,7 @@ def alpha_crown(engine: BoundEngine, lower: torch.Tensor, upper: torch.Tensor, C
         _project(engine, alphas, cur_bounds if not opts.optimize_intermediate else bounds)
         if betas:
             with torch.no_grad():
-                for b, _ in betas.values():
-                    b.clamp_(min=0)
+                for t in betas.values():
+                    for b in t[:2]:
+                        b.clamp_(min=0)
     return (best, best_bounds, alphas) if return_state else best

@@ -51,6 +51,8 @@ class UnaryRule(OpRule):
 
     kind = "unary"
     has_alpha = False
+    # step-size scale for α optimisation, relative to a parameter living in [0, 1]
+    alpha_lr_scale = 1.0
 
     def ibp(self, lo, hi, node, graph):
         return self.interval(lo[0], hi[0], node.attrs)

@@ -57,6 +57,10 @@ def bisect_root(dfun, k: torch.Tensor, a: torch.Tensor, b: torch.Tensor, increas
 class SlopeRule(UnaryRule):
     """Element-wise function relaxed by (slope, exact offset) lines; see the module docstring."""
 
+    # the parameters are line slopes, typically a fraction of the function's slope range: smaller steps
+    # (measured on ERAN sigmoid 6x200: lr 0.1 never improved an all-layer α-CROWN bound, 0.02 did)
+    alpha_lr_scale = 0.2
+
     has_alpha = True
     domain: tuple[float, float] = (-_INF, _INF)
     monotone: int = 0            # +1 non-decreasing, -1 non-increasing on the domain, 0 neither
