@@ -26,17 +26,18 @@ def register(subparsers) -> None:
     p.add_argument("--method", default="ibp", choices=["ibp", "crown-ibp", "sabr", "standard"],
                    help="training method (default ibp; 'standard' is plain cross-entropy)")
     p.add_argument("--eps", type=float, default=0.1, help="L-infinity radius to certify (default 0.1)")
-    p.add_argument("--eps-train", type=float, default=None, help="radius trained for (default: --eps)")
+    p.add_argument("--eps-train", type=float, default=None, help="radius trained for (default: 1.1 x --eps)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="epochs at eps = 0 (default 1)")
     p.add_argument("--ramp-epochs", type=float, default=8.0, help="epochs of the smooth eps ramp (default 8)")
-    p.add_argument("--kappa-end", type=float, default=0.0, help="clean-loss weight after the ramp (default 0)")
+    p.add_argument("--kappa-end", type=float, default=0.5, help="clean-loss weight after the ramp (default 0.5)")
     p.add_argument("--crown-beta-end", type=float, default=0.0,
                    help="CROWN-IBP: weight of the CROWN-IBP bound after the ramp (it falls from 1; default 0)")
     p.add_argument("--sabr-lambda", type=float, default=0.4, help="SABR small-box radius factor (default 0.4)")
-    p.add_argument("--no-ibp-init", action="store_true", help="keep torch's default initialisation")
+    p.add_argument("--ibp-init", action="store_true",
+                   help="Shi et al.'s IBP initialisation (default: torch's, which trained cnn-small better)")
     p.add_argument("--reg-weight", type=float, default=0.5, help="warm-up regulariser weight (default 0.5)")
     p.add_argument("--train-limit", type=int, default=0, help="train on the first N images only (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
@@ -75,11 +76,12 @@ def run(args) -> int:
         x_te, y_te = x_te[:args.test_limit], y_te[:args.test_limit]
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     model = build_model(args.model, tuple(x_tr.shape[1:]), n_classes, seed=args.seed)
-    cfg = TrainConfig(method=args.method, eps=args.eps, eps_train=args.eps_train, epochs=args.epochs,
+    eps_train = round(1.1 * args.eps, 10) if args.eps_train is None else args.eps_train
+    cfg = TrainConfig(method=args.method, eps=args.eps, eps_train=eps_train, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
                       ramp_epochs=args.ramp_epochs, kappa_end=args.kappa_end, sabr_lambda=args.sabr_lambda,
                       crown_beta_end=args.crown_beta_end,
-                      ibp_init=not args.no_ibp_init, reg_weight=args.reg_weight, seed=args.seed)
+                      ibp_init=args.ibp_init, reg_weight=args.reg_weight, seed=args.seed)
     cfg.validate()
 
     bar = None
@@ -114,7 +116,7 @@ def run(args) -> int:
         export_onnx(model, args.out, tuple(x_tr.shape[1:]))
     out = {
         "dataset": args.dataset, "model": args.model, "method": args.method, "eps": args.eps,
-        "eps_train": args.eps if args.eps_train is None else args.eps_train, "epochs": args.epochs,
+        "eps_train": eps_train, "epochs": args.epochs,
         "clean_acc": metrics["clean_acc"], "pgd_acc": metrics["pgd_acc"], "ibp_cert_acc": metrics["ibp_cert_acc"],
         **{f"{v.replace('-', '_')}_cert_acc": metrics[f"{v.replace('-', '_')}_cert_acc"] for v in verifiers},
         "n_test": metrics["n"],
