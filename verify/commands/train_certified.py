@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                    help="CROWN-IBP: weight of the CROWN-IBP bound after the ramp (it falls from 1; default 0)")
     p.add_argument("--sabr-lambda", type=float, default=0.4, help="SABR small-box radius factor (default 0.4)")
     p.add_argument("--ibp-init", action="store_true",
-                   help="Shi et al.'s IBP initialisation (default: torch's, which trained cnn-small better)")
+                   help="Shi et al.'s IBP initialisation (default: torch's initialisation)")
     p.add_argument("--reg-weight", type=float, default=0.5, help="warm-up regulariser weight (default 0.5)")
     p.add_argument("--train-limit", type=int, default=0, help="train on the first N images only (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
