@@ -10,13 +10,11 @@ with scikit-learn), which makes it the default for quick starts and tests.
 """
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from verify.errors import InputError
+from verify.errors import InputError, read_input_bytes
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 _PREFIX = {"train": "train", "test": "t10k"}
@@ -30,15 +28,7 @@ DATASETS = ("mnist", "fashion-mnist", "digits")
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (gzip-compressed or plain) into a numpy array of its declared shape and type."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read IDX file: {e.strerror or e}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise InputError(f"{path}: corrupt gzip file ({e})") from None
+    raw = read_input_bytes(path, "IDX file")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise InputError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]

@@ -23,3 +23,24 @@ class UnsupportedOpError(InputError):
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
+
+
+def read_input_bytes(path, what: str) -> bytes:
+    """The bytes of a user's input file, gunzipped when it is gzip-compressed.
+
+    Unreadable or corrupt files raise `InputError` naming the file and `what` it was meant to be."""
+    import gzip
+    import zlib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise InputError(f"{path}: corrupt gzip file ({e})") from None
+    return raw

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify.errors import InputError
+from verify.errors import InputError, read_input_bytes
 from verify.spec.spec import Disjunct, Spec
 
 #: default cap on the number of DNF terms of any (sub)formula; a larger expansion raises InputError.
@@ -513,17 +513,7 @@ def parse_vnnlib(
 ) -> Spec:
     """Read and parse a `.vnnlib` file (plain text; a `.gz` file is decompressed). See `parse_vnnlib_text`."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read spec file: {e.strerror or e}") from None
-    if raw[:2] == b"\x1f\x8b":
-        import gzip
-
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(f"{path}: corrupt gzip file: {e}") from None
+    raw = read_input_bytes(path, "spec file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
