@@ -24,7 +24,7 @@ import torch
 from verify.bab.input_split import SearchResult
 from verify.bab.objective import Objective
 from verify.bab.tables import split_points
-from verify.bounds.alpha import AlphaOptions, alpha_crown
+from verify.bounds.alpha import AlphaOptions, alpha_crown, init_alphas
 from verify.bounds.crown import BoundEngine, Splits
 from verify.graph.ir import Node
 from verify.bounds.optim import Adam
@@ -115,17 +115,9 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         bounds = {k: fresh.get(k, b) for k, b in bounds.items()}
     R = obj.n_rows
     A0 = obj.C.unsqueeze(0).expand(M, -1, -1).reshape(M, R, *graph.shape_of(graph.output))
-    alphas = {}
-    for n in engine.unary_nodes:
-        rule = engine.rules[n.name]
-        if not rule.has_alpha:
-            continue
-        l, u = bounds[n.inputs[0]]
-        a0 = rule.alpha_init(l, u, n.attrs)
-        a0 = a0.unsqueeze(1) if a0.dim() == l.dim() else a0.unsqueeze(2)
-        shape = list(a0.shape)
-        shape[a0.dim() - l.dim()] = R
-        alphas[n.name] = a0.expand(*shape).clone().requires_grad_()
+    # per-row α of the unary nonlinearities (products keep their default McCormick planes here)
+    alphas = {k: a for k, a in init_alphas(engine, bounds, M, R, False)["__output__"].items()
+              if engine.kind[k] == "unary"}
     betas, masks = {}, {}
     for cand in nodes:
         v = cand.value
