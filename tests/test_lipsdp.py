@@ -76,6 +76,22 @@ def test_maxmin_2fc_32_seed_paper():
     _bracket_ok(full)
 
 
+# the seed paper's LipSDP-NSR values (shared/data/README.md); 18fc_128 (13 s) is in the bench file
+PAPER_NSR = {"2fc_16": 22.594, "2fc_32": 38.548, "2fc_64": 73.773, "2fc_128": 70.865, "5fc_32": 224.526,
+             "5fc_64": 386.807, "8fc_32": 401.033, "8fc_64": 722.342, "8fc_128": 714.139, "18fc_32": 17431.5,
+             "18fc_64": 22842.3}
+
+
+@pytest.mark.parametrize("key", sorted(PAPER_NSR))
+def test_nsr_ipm_reproduces_seed_paper(key):
+    r = lipschitz(_data(f"weights_l2_{key}.mat"), method="lipsdp-nsr", lower=False)
+    assert r.solver == "ipm"
+    assert r.upper == pytest.approx(PAPER_NSR[key], rel=1e-3)
+    # the dual point brackets the SDP optimum tightly: the certified bound is within 1e-4 of the best
+    assert r.sdp_lower <= r.upper <= r.naive
+    assert r.sdp_lower >= r.upper * (1 - 1e-4)
+
+
 def test_maxmin_2fc_16_fast():
     r = lipschitz(_data("weights_l2_2fc_16.mat"), method="lipsdp-neuron", samples=16)
     _bracket_ok(r)
@@ -160,6 +176,49 @@ def test_infeasible_multipliers_are_repaired_not_trusted():
     assert rho_good >= good.value * (1 - 1e-12)
 
 
+# ------------------------------------------------------------------------------ SDP dual bound
+def test_sdp_lower_below_clarabel_optimum():
+    """sdp_lower <= the SDP optimum (Clarabel's raw value, accurate to ~1e-8) <= certified upper."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 4))
+    fast = lipschitz(net, method="lipsdp-neuron", lower=False)
+    ref = lipschitz(net, method="lipsdp-neuron", solver="CLARABEL", lower=False)
+    assert fast.sdp_lower <= ref.solver_value * (1 + 1e-7)
+    assert ref.solver_value <= fast.upper * (1 + 1e-7)
+    assert fast.sdp_lower >= fast.upper * (1 - 1e-3)      # the dual point is nearly optimal
+    lay = lipschitz(net, method="lipsdp-layer", lower=False)
+    lay_ref = lipschitz(net, method="lipsdp-layer", solver="CLARABEL", lower=False)
+    assert lay.sdp_lower <= lay_ref.solver_value * (1 + 1e-7) <= lay.upper * (1 + 2e-7)
+
+
+@pytest.mark.parametrize("acts", [["relu", "relu"], ["tanh", "leakyrelu"], ["maxmin", "relu"],
+                                  ["householder", "maxmin"]])
+@pytest.mark.parametrize("coupling", ["full", "paper"])
+def test_dual_repair_makes_any_point_feasible(acts, coupling):
+    """Random (infeasible) dual candidates come out meeting every QC, and never above the SDP optimum."""
+    from verify.lipsdp import dual
+
+    rng = np.random.default_rng(5)
+    mk = {"relu": Activation.slope("relu"), "tanh": Activation.slope("tanh"),
+          "leakyrelu": Activation.slope("leakyrelu", 0.2), "maxmin": Activation.groupsort(2),
+          "householder": Activation.householder([0.6, 0.8])}
+    net = LipNet([rng.standard_normal((6, 5)), rng.standard_normal((6, 6)), rng.standard_normal((3, 6))],
+                 [mk[a] for a in acts])
+    chain = Chain(net, coupling=coupling)
+    opt = lipschitz(net, method="lipsdp-nsr" if coupling == "paper" else "lipsdp-neuron",
+                    solver="CLARABEL", lower=False).solver_value ** 2
+    for _ in range(5):
+        Ys = [rng.standard_normal((n, 4)) for n in [5, 6, 6]]
+        val, viol = dual.repair(chain, Ys)
+        assert viol < 1e-12
+        assert 0 <= val <= opt * (1 + 1e-6)
+
+
+def test_ipm_refuses_slope_layers():
+    with pytest.raises(InputError, match="ipm"):
+        lipschitz(seeded_net(), method="lipsdp-nsr", solver="ipm", lower=False)
+
+
 # ------------------------------------------------------------------------------ l_inf
 def test_linf_small_net():
     torch.manual_seed(1)
@@ -237,7 +296,7 @@ def test_cli_json(capsys):
     p = _data("random_weights.mat")
     assert main(["lipschitz", str(p), "--json", "--method", "lipsdp-layer"]) == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("upper", "lower", "solver_value", "method", "seconds"):
+    for key in ("upper", "lower", "solver_value", "method", "seconds", "sdp_lower"):
         assert key in out
     assert out["upper"] == pytest.approx(39.839, rel=1e-3)
     assert out["lower"] <= out["upper"]

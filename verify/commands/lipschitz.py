@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--method", default="lipsdp-neuron", choices=list(METHODS),
                    help="naive = product of layer norms; lipsdp-* = SDP bounds (default lipsdp-neuron)")
     p.add_argument("--solver", default=None,
-                   help="'fast' (own structure-exploiting solver, l2 default) or a cvxpy solver (SCS, CLARABEL)")
+                   help="'fast' (own first-order solver, l2 default), 'ipm' (own barrier method, lipsdp-nsr default "
+                        "on GroupSort nets) or a cvxpy solver (SCS, CLARABEL)")
     p.add_argument("--no-lower", action="store_true", help="skip the sampled lower bound")
     p.add_argument("--seed", type=int, default=0, help="seed of the lower-bound search")
     p.add_argument("--timeout", type=float, default=600.0, help="time limit of the fast solver (s)")
@@ -43,6 +44,8 @@ def run(args) -> int:
     print(f"upper:        {res.upper:.6g}  (certified)")
     print(f"lower:        {res.lower:.6g}")
     print(f"solver value: {sv}  (raw, not a bound)")
+    if res.sdp_lower is not None:
+        print(f"sdp lower:    {res.sdp_lower:.6g}  (the SDP's optimum is >= this: a dual feasible point)")
     print(f"norm product: {res.naive:.6g}")
     print(f"seconds:      {res.seconds:.2f}")
     return 0

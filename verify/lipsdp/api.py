@@ -10,11 +10,16 @@ Methods (`method=`):
                  no cross term); equals lipsdp-neuron on slope-restricted layers; reproduces its tables
 
 Solvers (`solver=`): "fast" (the project's structure-exploiting first-order solver, `verify.lipsdp.fast`;
-default for l2 neuron/layer) or any installed cvxpy solver name ("SCS" default for l_inf, "CLARABEL" default
-for lipsdp-nsr, whose optimum lies on the boundary where a first-order method crawls).
+default for l2 neuron/layer), "ipm" (the project's block-structured barrier method, `verify.lipsdp.ipm`;
+default for lipsdp-nsr on GroupSort / Householder nets, whose optimum lies on the boundary where a
+first-order method crawls) or any installed cvxpy solver name ("SCS" default for l_inf, "CLARABEL" for
+lipsdp-nsr on nets that mix slope-restricted and GroupSort layers).
 
 Every upper bound is recomputed from the solver's multipliers in float64 (`verify.lipsdp.chain`) and
-capped by the norm product; the solver's own objective is reported beside it as `solver_value`.
+capped by the norm product; the solver's own objective is reported beside it as `solver_value`. For l2
+SDP methods `sdp_lower` is a lower bound on the SDP's optimum (not on the Lipschitz constant) from a
+repaired feasible point of its dual (`verify.lipsdp.dual`): upper - sdp_lower bounds how far the
+certified bound is from the best the method could give.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ class LipschitzResult:
     naive: float
     solver: str | None = None
     network: str = ""
+    sdp_lower: float | None = None   # lower bound on the SDP optimum (dual feasible point), l2 SDP methods
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +130,7 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
     details: dict[str, Any] = {"dims": net.dims, "activations": sorted({a.describe() for a in net.activations})}
     solver_value = None
     used_solver = None
+    sdp_lower = None
     if method == "naive" or len(net.weights) == 1:
         upper = naive
     else:
@@ -134,8 +141,12 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
             # lipsdp-nsr has no cross term, so its optimum sits on the boundary of every pivot: an
             # interior-point solver (Clarabel) is the right default there; the fast solver for the rest
             boundary = method == "lipsdp-nsr" and any(a.kind != "slope" for a in net.activations)
-            used_solver = solver or ("CLARABEL" if boundary else "fast")
+            pure = all(a.kind != "slope" for a in net.activations)
+            used_solver = solver or (("ipm" if pure else "CLARABEL") if boundary else "fast")
             cert, raw, info = _solve_l2(scaled, tied, coupling, used_solver, time_limit, verbose)
+            dual_rho = info.pop("dual_rho", None)
+            if dual_rho is not None:
+                sdp_lower = float(np.sqrt(max(dual_rho, 0.0))) * factor
         else:
             used_solver = solver or "SCS"
             if used_solver.lower() == "fast":
@@ -147,20 +158,33 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
         details["certified_sdp"] = cert * factor if np.isfinite(cert) else None
     if lo > upper:  # impossible unless a bug: never report an inverted bracket
         raise RuntimeError(f"lower bound {lo} exceeds certified upper bound {upper}")
+    sdp_cert = details.get("certified_sdp")
+    if sdp_lower is not None and sdp_cert is not None and sdp_lower > sdp_cert * (1 + 1e-9):
+        raise RuntimeError(f"SDP dual bound {sdp_lower} exceeds the certified SDP bound {sdp_cert}")
     return LipschitzResult(upper=float(upper), lower=float(lo), solver_value=solver_value, method=method,
                            seconds=time.monotonic() - t0, norm=norm, naive=float(naive), solver=used_solver,
-                           network=net.name, details=details)
+                           network=net.name, sdp_lower=sdp_lower, details=details)
 
 
 def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: float, verbose: bool):
     chain = Chain(net, tied=tied, coupling=coupling)
     info: dict[str, Any] = {}
+    factors = None
     if solver.lower() == "fast":
         from verify.lipsdp.fast import solve_fast
 
         r = solve_fast(chain, time_limit=time_limit)
         theta, raw = r.theta, float(np.sqrt(max(r.value, 0.0)))
         info.update(iterations=r.iterations, evaluations=r.evaluations, solve_seconds=r.seconds)
+    elif solver.lower() == "ipm":
+        from verify.lipsdp.ipm import solve_ipm, supports
+
+        if not supports(chain):
+            raise InputError("the ipm solver handles lipsdp-nsr on GroupSort / Householder nets only "
+                             "(no slope-restricted layers); choose fast or a cvxpy solver")
+        r = solve_ipm(chain, time_limit=time_limit)
+        theta, raw, factors = r.theta, float(np.sqrt(max(r.value, 0.0))), r.factors
+        info.update(iterations=r.iterations, solve_seconds=r.seconds, barrier_gap=r.gap)
     else:
         from verify.lipsdp.sdp_cvxpy import solve_cvxpy
 
@@ -172,12 +196,25 @@ def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: f
         info["certificate"] = "solver returned no multipliers"
         return np.inf, raw, info
     try:
-        rho, t, _ = certify_with_repair(chain, theta)
+        rho, t, used = certify_with_repair(chain, theta)
     except NotPositiveDefinite:
         info["certificate"] = "multipliers could not be certified"
         return np.inf, raw, info
     info["repair_t"] = t
+    info.update(_dual(chain, used, factors))
     return float(np.sqrt(rho)), raw, info
+
+
+def _dual(chain: Chain, theta: np.ndarray, factors) -> dict[str, Any]:
+    """A lower bound on this chain's SDP optimum from a repaired dual point (see `verify.lipsdp.dual`)."""
+    from verify.lipsdp import dual
+
+    t = time.monotonic()
+    if factors is not None:
+        val, viol = dual.from_blocks(chain, factors)
+    else:
+        val, viol = dual.from_eigen(chain, theta)
+    return {"dual_rho": val, "dual_violation": viol, "dual_seconds": time.monotonic() - t}
 
 
 def _solve_linf(net: LipNet, tied: bool, coupling: str, solver: str, verbose: bool):

@@ -49,7 +49,7 @@ class ChainResult:
     chols: list                   # cho_factor of S_1..S_l (index k-1)
     Cs: list[np.ndarray]          # C_0..C_{l-1}
     Ys: list[np.ndarray]          # L_{k+1}^-1 C_k' (S_{k+1} = L L') for k = 0..l-1
-    min_pivot_ratio: float        # min over k of lambda_min(S_k)/|S_k| (only with check="eig")
+    min_pivot_ratio: float        # min over k with C_{k-1} != 0 of lambda_min(S_k)/scale (check="eig" only)
 
 
 class Chain:
@@ -115,27 +115,31 @@ class Chain:
         Cs: list = [None] * l
         Ys: list = [None] * l
         ratio = np.inf
-        S = -mats[l - 1][2].dense() - self.WtW_out
+        terms = (-mats[l - 1][2].dense(), self.WtW_out)
+        S = terms[0] - terms[1]
         for k in range(l, 0, -1):
             # S currently holds S_k; factor it
+            P, R, _ = mats[k - 1]
+            C = -R.left(Ws[k - 1])                      # C_{k-1} = -W_{k-1}' R_{k-1}
             if check == "eig":
                 ev = np.linalg.eigvalsh(S)
-                scale = max(np.abs(ev).max(), 1e-300)
-                ratio = min(ratio, ev[0] / scale)
+                # rounding in forming S is relative to the terms it is the difference of (Frobenius >= 2-norm)
+                scale = max(np.abs(ev).max(), *(np.linalg.norm(x) for x in terms), 1e-300)
+                if C.any():  # S_k^-1 enters the bound only through C_{k-1}: its conditioning matters then
+                    ratio = min(ratio, ev[0] / max(np.abs(ev).max(), 1e-300))
                 if ev[0] <= pivot_tol * scale + 64 * EPS * scale * np.sqrt(len(ev)):
                     raise NotPositiveDefinite(k, ev[0])
             try:
                 chols[k - 1] = sla.cho_factor(S, lower=True, check_finite=False)
             except np.linalg.LinAlgError:
                 raise NotPositiveDefinite(k) from None
-            P, R, _ = mats[k - 1]
-            C = -R.left(Ws[k - 1])                      # C_{k-1} = -W_{k-1}' R_{k-1}
             Cs[k - 1] = C
             Y = sla.solve_triangular(chols[k - 1][0], C.T, lower=True, check_finite=False)
             Ys[k - 1] = Y
             schur = Y.T @ Y                              # C S^-1 C' with one triangular solve
             if k - 1 >= 1:
-                S = -mats[k - 2][2].dense() - P.sandwich(Ws[k - 1]) - schur
+                terms = (-mats[k - 2][2].dense(), P.sandwich(Ws[k - 1]), schur)
+                S = terms[0] - terms[1] - terms[2]
             else:
                 X = P.sandwich(Ws[0]) + schur
         X = 0.5 * (X + X.T)

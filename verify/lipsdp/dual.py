@@ -1,0 +1,212 @@
+"""Lower bounds on the LipSDP optimum (not on the Lipschitz constant) from feasible points of its dual.
+
+The primal is  min rho  s.t.  M(rho, theta) = rho E_0 - B - sum_i theta_i N_i >= 0,  theta_i >= 0 for the
+sign-constrained multipliers, where z'N_i z = q_i(z) is the i-th QC along the trajectory
+z = (z_0, ..., z_l) and B = blockdiag(0, ..., W_l'W_l). Weak duality: for any Z >= 0 with tr Z_00 = 1,
+<Z, N_i> >= 0 (sign-constrained theta_i) and <Z, N_i> = 0 (free theta_i),
+
+    rho* >= <Z, B> = E|W_l z_l|^2      (read E[.] as the second moments of Z).
+
+Such a Z is a "relaxed trajectory": on average it meets every QC, and it is stretched by the output layer.
+A solver's state gives an almost feasible Z: the top eigen-directions of X carried through the
+elimination (`Chain.directions`), for the eigenvalue formulation, or F_k^{-1}/t on the central path of the
+barrier method. `repair` makes it exactly feasible layer by layer, from the input forward, with linear maps
+of the layer outputs (Z -> T Z T' keeps Z >= 0 and leaves z_0 alone):
+
+* slope-restricted neuron on [alpha, beta]: if E[(w - alpha v)(beta v - w)] < 0, move w towards gamma v
+  (gamma = (alpha + beta)/2, where the QC holds with room): w <- (1 - s) w + s gamma v with the smallest s
+  that satisfies it (the QC is a concave quadratic in s);
+* GroupSort / Householder group with invariant projection P (the range of E): the paper's multipliers need
+  E|P w|^2 = E|P v|^2 (scale P w), the extended ones P w = P v exactly (replace it); then the rest of w is
+  scaled down until E|w|^2 <= E|v|^2.
+
+Every constraint is then rechecked from the repaired moments (`LayerQC.grad` evaluates <Z, N_i>), and the
+bound is computed in float64; the residuals are returned so a caller can see they are rounding-sized.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from verify.lipsdp.chain import Chain, NotPositiveDefinite
+from verify.lipsdp.qc import LayerQC
+
+
+def _repair_slope(q: LayerQC, V: np.ndarray, Wo: np.ndarray) -> np.ndarray:
+    """Rows of Wo (neurons) moved towards gamma * V until E[(w - alpha v)(beta v - w)] >= 0."""
+    al, be = q.act.alpha, q.act.beta
+    gam = 0.5 * (al + be)
+
+    def qc(s):  # per-neuron E[(w' - al v)(be v - w')] for w' = (1 - s) w + s gam v
+        Wn = (1 - s)[:, None] * Wo + (s * gam)[:, None] * V
+        return ((Wn - al * V) * (be * V - Wn)).sum(axis=1), Wn
+
+    n = V.shape[0]
+    q0, _ = qc(np.zeros(n))
+    bad = q0 < 0
+    if not bad.any():
+        return Wo
+    # q(s) = c0 + c1 s + c2 s^2 exactly: recover the coefficients from three points
+    q1, _ = qc(np.ones(n))
+    qh, _ = qc(np.full(n, 0.5))
+    c0, c2 = q0, 2 * (q0 + q1) - 4 * qh
+    c1 = q1 - q0 - c2
+    s = np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = np.sqrt(np.maximum(c1 * c1 - 4 * c2 * c0, 0.0))
+        # smallest root in (0, 1] of c2 s^2 + c1 s + c0 (c0 < 0, q(1) >= 0); c2 <= 0 (concave)
+        r = np.where(np.abs(c2) > 1e-300, (-c1 + disc) / (2 * c2), -c0 / c1)
+        r2 = np.where(np.abs(c2) > 1e-300, (-c1 - disc) / (2 * c2), r)
+    cand = np.where((r > 0) & (r <= 1), r, np.inf)
+    cand = np.minimum(cand, np.where((r2 > 0) & (r2 <= 1), r2, np.inf))
+    s[bad] = np.minimum(np.where(np.isfinite(cand[bad]), cand[bad] * (1 + 1e-9) + 1e-15, 1.0), 1.0)
+    qs, Wn = qc(s)
+    fix = bad & (qs < 0)
+    s[fix] = 1.0               # w = gam v: the QC holds with (gam - al)(be - gam) E v^2 >= 0
+    return qc(s)[1]
+
+
+def _repair_group(q: LayerQC, V: np.ndarray, Wo: np.ndarray) -> np.ndarray:
+    """GroupSort / Householder groups: match the invariant part, then shrink the rest (see module doc)."""
+    g, m, r = q.act.group_size, q.m, V.shape[1]
+    e = q.e / np.linalg.norm(q.e)
+    Vg, Wg = V.reshape(m, g, r), Wo.reshape(m, g, r)
+
+    def split(A):  # (P A, (I - P) A) per group; P = e e' (GroupSort) or I - v v' (Householder)
+        par = e[None, :, None] * np.einsum("g,mgr->mr", e, A)[:, None, :]
+        return (par, A - par) if q.act.kind == "groupsort" else (A - par, par)
+
+    Vp, Vo = split(Vg)
+    Wp, Wq = split(Wg)
+    en = lambda A: (A * A).sum(axis=(1, 2))  # noqa: E731  per-group energy
+    if "b" in q.names:                          # extended QC: P w = P v exactly
+        Wp = Vp
+    else:                                       # paper QC: E|P w|^2 = E|P v|^2
+        ev, ew = en(Vp), en(Wp)
+        ok = ew > 1e-300 * np.maximum(ev, 1e-300)
+        alpha = np.where(ok, np.sqrt(ev / np.where(ok, ew, 1.0)), 0.0)
+        Wp = np.where(ok[:, None, None], alpha[:, None, None] * Wp, Vp)
+    room, eq = en(Vg) - en(Wp), en(Wq)
+    c = np.where(eq > room, np.sqrt(np.maximum(room, 0.0) / np.where(eq > 0, eq, 1.0)) * (1 - 1e-12), 1.0)
+    return (Wp + c[:, None, None] * Wq).reshape(m * g, r)
+
+
+def repair(chain: Chain, Ys: list[np.ndarray]) -> tuple[float, float]:
+    """(dual value <Z, B> / tr Z_00, worst relative constraint violation) for Z = Y Y', Y = (Y_0; ...; Y_l).
+
+    Ys[k] (n_k x r) are the trajectory factors; they are repaired forward (Ys[0] is kept).
+    """
+    Y = [np.asarray(y, dtype=np.float64) for y in Ys]
+    tr0 = float((Y[0] * Y[0]).sum())
+    if not tr0 > 0:
+        return 0.0, 0.0
+    worst = 0.0
+    for k, q in enumerate(chain.qcs):
+        V = chain.weights[k] @ Y[k]
+        Y[k + 1] = _repair_slope(q, V, Y[k + 1]) if q.act.kind == "slope" else _repair_group(q, V, Y[k + 1])
+        # recheck from the repaired moments: <Z, N_i> for every multiplier of the layer
+        vals = q.grad(V.T, Y[k + 1].T, np.ones(V.shape[1]))
+        scale = max(float((V * V).sum()), 1e-300)
+        mask = np.concatenate([np.full(q.sizes[n], q.nonneg[n]) for n in q.names])
+        viol = np.concatenate([np.maximum(-vals[mask], 0.0), np.abs(vals[~mask])]) / scale
+        worst = max(worst, float(viol.max(initial=0.0)))
+    out = chain.weights[-1] @ Y[-1]
+    return float((out * out).sum()) / tr0, worst
+
+
+def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray | None:
+    """A PSD weighting Omega (r x r, trace 1) of the trajectories zs that (nearly) meets the slope QCs.
+
+    At the optimum the dual Z lives on the top eigenspace of X: Z = Y Omega Y' with Y the trajectories of
+    the top directions, and the right Omega is generally not diagonal. For each slope-restricted neuron,
+    <Z, N_i> = tr(Omega S_i) with S_i = sym((w - alpha v)(beta v - w)') over the directions; we maximise
+    the output energy tr(Omega O) minus 3 theta_i times each violation (2 theta_i is the first-order cost of it)
+    with a small conic solve. Returns None if cvxpy fails.
+    """
+    import cvxpy as cp
+
+    r = zs[0].shape[1]
+    rows, pens = [], []
+    mults = chain.unpack(theta)
+    for k, q in enumerate(chain.qcs):
+        if q.act.kind != "slope":
+            continue
+        V, Wo = chain.weights[k] @ zs[k], zs[k + 1]
+        A, B = Wo - q.act.alpha * V, q.act.beta * V - Wo
+        S = np.einsum("ia,ib->iab", A, B)
+        rows.append((S + S.transpose(0, 2, 1)).reshape(len(A), r * r) / 2)
+        pens.append(mults[k]["lam"])
+    out = chain.weights[-1] @ zs[-1]
+    O = out.T @ out
+    Om = cp.Variable((r, r), PSD=True)
+    terms = cp.trace(O @ Om)
+    cons = [cp.trace(Om) == 1]
+    if rows:
+        Smat, pen = np.vstack(rows), np.concatenate(pens)
+        scale = max(float(np.abs(Smat).max()), 1e-300)
+        viol = cp.Variable(len(pen), nonneg=True)
+        cons.append(Smat @ cp.vec(Om, order="C") / scale + viol >= 0)
+        # the QC is 2 (w - alpha v)(beta v - w): a violation costs 2 theta_i to first order; ask for more
+        terms = terms - scale * (3.0 * pen + 1e-6 * float(np.trace(O)) / scale) @ viol
+    prob = cp.Problem(cp.Maximize(terms), cons)
+    try:
+        prob.solve(solver="CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS")
+    except cp.error.SolverError:
+        return None
+    if Om.value is None:
+        return None
+    ev, U = np.linalg.eigh(0.5 * (Om.value + Om.value.T))
+    return (U * np.sqrt(np.maximum(ev, 0.0))) @ U.T
+
+
+def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), sizes=(4, 16, 64),
+               mixing: bool = True) -> tuple[float, float]:
+    """Best repaired dual value over weightings of X's top eigen-directions at `theta`.
+
+    Candidates: soft-max weights exp((lambda_i - lambda_max)/(tau lambda_max)) (tau = 0: the top direction
+    alone) and, with `mixing`, the optimised PSD weighting of `_mixing` on the top r directions for each r
+    in `sizes`. The trajectory of each direction comes from the elimination at theta. Returns
+    (rho lower bound, violation left after repair); (0, 0) if theta is infeasible.
+    """
+    try:
+        res = chain.chain(chain.project(theta), check="chol")
+    except NotPositiveDefinite:
+        return 0.0, 0.0
+    ev, U = np.linalg.eigh(res.X)
+    top = max(float(ev[-1]), 1e-300)
+    k = min(max(sizes), len(ev))
+    ev, U = ev[-k:], U[:, -k:]
+    zs = chain.directions(res, U)
+    cands = []
+    for tau in temperatures:
+        w = np.zeros(k)
+        if tau == 0:
+            w[-1] = 1.0
+        else:
+            w = np.exp((ev - top) / (tau * top))
+            w /= w.sum()
+        keep = w > 1e-14
+        cands.append([z[:, keep] * np.sqrt(w[keep]) for z in zs])
+    if mixing and any(q.act.kind == "slope" for q in chain.qcs):
+        for r in sorted({min(s, k) for s in sizes}):
+            sub = [z[:, -r:] for z in zs]
+            Om = _mixing(chain, sub, theta)
+            if Om is not None:
+                cands.append([z @ Om for z in sub])
+    best = (0.0, 0.0)
+    for Ys in cands:
+        val = repair(chain, Ys)
+        if val[0] > best[0]:
+            best = val
+    return best
+
+
+def from_blocks(chain: Chain, factors: list[np.ndarray]) -> tuple[float, float]:
+    """Repaired dual value for a block-diagonal Z = blockdiag(L_k L_k') (the barrier method's F_k^{-1}/t)."""
+    r = sum(f.shape[1] for f in factors)
+    Ys, col = [], 0
+    for f in factors:
+        Y = np.zeros((f.shape[0], r))
+        Y[:, col:col + f.shape[1]] = f
+        Ys.append(Y)
+        col += f.shape[1]
+    return repair(chain, Ys)
