@@ -26,8 +26,11 @@ def register(subparsers) -> None:
     g.add_argument("--pattern-search", action="store_true", help="grow patterns by column generation")
     p.add_argument("--gated", action="store_true", help="solve the gated-ReLU relaxation, then convert")
     p.add_argument("--eps", type=float, default=None, help="ℓ∞ radius for convex adversarial training")
-    p.add_argument("--solver", choices=["auto", "admm", "cvxpy", "colgen"], default="auto",
-                   help="auto: colgen (exact column generation) for --patterns all, else admm")
+    p.add_argument("--solver", choices=["auto", "ipm", "admm", "cvxpy", "colgen"], default="auto",
+                   help="auto: colgen (exact column generation) for --patterns all, else ipm (interior point)")
+    p.add_argument("--polish", choices=["ipm", "project"], default="ipm",
+                   help="ADMM's finish: ipm (exact, on the patterns ADMM found active) or project (cone projection "
+                        "of the ADMM iterate)")
     p.add_argument("--cvxpy-solver", default="SCS", help="cvxpy backend for --solver cvxpy (SCS, CLARABEL)")
     p.add_argument("--tol", type=float, default=1e-5, help="ADMM residual tolerance")
     p.add_argument("--time-limit", type=float, default=None, help="ADMM time limit (s)")
@@ -68,7 +71,7 @@ def run(args) -> int:
             raise InputError(f"--patterns must be positive, got {patterns}")
     res = fit(ds.X_train, ds.y_train, beta=beta, patterns=patterns, solver=args.solver,
               adversarial_eps=args.eps, seed=args.seed, pattern_search=args.pattern_search, gated=args.gated,
-              tol=args.tol, time_limit=args.time_limit, cvxpy_solver=args.cvxpy_solver,
+              tol=args.tol, time_limit=args.time_limit, cvxpy_solver=args.cvxpy_solver, polish=args.polish,
               progress=not args.json and sys.stderr.isatty())
     out = {
         "dataset": ds.name, "solver": res.solver, "beta": beta, "patterns": res.info["patterns"],
@@ -78,7 +81,7 @@ def run(args) -> int:
         "train_acc": _accuracy(res.module, ds.X_train, ds.y_train),
         "test_acc": _accuracy(res.module, ds.X_test, ds.y_test),
     }
-    for k in ("iters", "converged", "status", "robust_train_acc", "gated_objective", "gated_lower_bound",
+    for k in ("iters", "ipm_iters", "working_set", "converged", "status", "robust_train_acc", "gated_objective", "gated_lower_bound",
               "approximation_ratio", "scenario_psi", "dual_lower_bound_full", "dual_lower_bound_full_estimate",
               "rounds"):
         if k in res.info:

@@ -81,23 +81,44 @@ class ConvexProblem:
             out.append(U)
         return out[0], out[1]
 
-    def price(self, lam: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def price(self, lam: np.ndarray, idx: np.ndarray | None = None, mu: np.ndarray | None = None,
+              store: np.ndarray | None = None, mu_slack: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
         """Upper bounds on the dual constraint values ρ_v[i] = ‖Π_{K_i}(Xᵀ D_i λ)‖ and
         ρ_w[i] = ‖Π_{K_i}(−Xᵀ D_i λ)‖ (≤ β when λ is dual feasible), exact where they can matter.
 
-        ‖Π_K(g)‖ ≤ ‖g‖, so a pattern with ‖Xᵀ D_i λ‖ ≤ 0.999β keeps that bound; the others get the
-        projection by NNLS (any μ ≥ 0 only over-estimates ρ, so dual bounds built on these stay valid)."""
+        ‖Π_K(g)‖ = min_{μ≥0} ‖g + A_iᵀμ‖ ≤ ‖g‖, so a pattern with ‖Xᵀ D_i λ‖ ≤ 0.999β keeps that bound.
+        `mu` (n, 2P; v columns, then w columns) are cone multipliers from a solver (an interior-point
+        method's): ‖g + A_iᵀμ_i‖ is then a bound too, and where it is ≤ β(1 + mu_slack) no NNLS is run
+        (the dual point is then scaled by at most that much: a relative loss of about mu_slack).
+        The others get the projection by NNLS, whose multipliers are written into `store` (n, 2P) when
+        given (to be passed back as `mu` for a nearby λ). Any μ ≥ 0 only over-estimates ρ, so dual
+        bounds built on these stay valid."""
         idx = np.arange(self.P) if idx is None else np.asarray(idx)
         G = self.X.T @ (self.D[:, idx] * lam[:, None])  # (d, |idx|)
         S = self.signs[:, idx]
         rv = np.linalg.norm(G, axis=0)
         rw = rv.copy()
-        for k in np.flatnonzero(rv > 0.999 * self.beta):
+        done_v = done_w = np.zeros(len(idx), dtype=bool)
+        if mu is not None:
+            mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
+            cols = np.concatenate([idx, self.P + idx])
+            AtM = self.X.T @ (np.concatenate([S, S], axis=1) * mu[:, cols])
+            k = len(idx)
+            rv = np.minimum(rv, np.linalg.norm(G + AtM[:, :k], axis=0))
+            rw = np.minimum(rw, np.linalg.norm(-G + AtM[:, k:], axis=0))
+            done_v, done_w = rv <= self.beta * (1 + mu_slack), rw <= self.beta * (1 + mu_slack)
+        need_v = (rv > 0.999 * self.beta) & ~done_v
+        need_w = (rw > 0.999 * self.beta) & ~done_w
+        for k in np.flatnonzero(need_v | need_w):
             A = S[:, k:k + 1] * self.X
             g = G[:, k]
             # ‖Π_K(g)‖ = dist(g, K°) with K° = {−Aᵀμ : μ ≥ 0}
-            rv[k] = _cone_dist(A, g)
-            rw[k] = _cone_dist(A, -g)
+            for need, r, sign, col in ((need_v, rv, 1.0, idx[k]), (need_w, rw, -1.0, self.P + idx[k])):
+                if need[k]:
+                    dist, m = _cone_dist(A, sign * g)
+                    r[k] = min(r[k], dist)
+                    if store is not None:
+                        store[:, col] = m
         return rv, rw
 
     def dual_value(self, lam: np.ndarray, rho_max: float) -> tuple[float, float]:
@@ -112,18 +133,25 @@ class ConvexProblem:
         s = max(s, 0.0)
         return -0.5 * s * s * ll + s * ly, s
 
-    def certificate(self, V: np.ndarray, W: np.ndarray, duals: list[np.ndarray] | None = None) -> dict:
+    def certificate(self, V: np.ndarray, W: np.ndarray, duals: list[np.ndarray] | None = None,
+                    multipliers: list[np.ndarray | None] | None = None, residual_dual: bool = True) -> dict:
         """Primal value, a rigorous dual lower bound, the gap and the cone violation of (V, W).
 
         The dual point is the best feasible scaling of λ = y − ŷ or of any extra candidate in `duals`
-        (e.g. a solver's multiplier of the residual equation, more accurate than ŷ from an inexact solve)."""
+        (e.g. a solver's multiplier of the residual equation, more accurate than ŷ from an inexact solve).
+        `multipliers[k]` (optional, (n, 2P)) are cone multipliers that go with candidate k (k = 0: λ = y − ŷ)
+        and make its pricing cheaper and tighter (see `price`). residual_dual=False leaves out the
+        candidate y − ŷ (multipliers[0] then belongs to duals[0]) when better ones are given."""
         primal = self.objective(V, W)
-        cands = [self.y - self.predict(V, W)] + [np.asarray(l, dtype=float).ravel() for l in (duals or [])]
+        cands = [np.asarray(l, dtype=float).ravel() for l in (duals or [])]
+        mults = list(multipliers or []) + [None] * (len(cands) + 1)
+        if residual_dual or not cands:
+            cands.insert(0, self.y - self.predict(V, W))
         best = None
-        for lam in cands:
+        for lam, mu in zip(cands, mults):
             if lam.shape != self.y.shape or not np.all(np.isfinite(lam)):
                 continue
-            rv, rw = self.price(lam)
+            rv, rw = self.price(lam, mu=mu)
             rho = float(max(rv.max(initial=0.0), rw.max(initial=0.0)))
             dual, s = self.dual_value(lam, rho)
             if best is None or dual > best[0]:
@@ -141,9 +169,9 @@ class ConvexProblem:
         }
 
 
-def _cone_dist(A: np.ndarray, g: np.ndarray) -> float:
-    """min_{μ≥0} ‖g + Aᵀμ‖ = ‖Π_{K}(g)‖ for K = {u : A u ≥ 0}."""
+def _cone_dist(A: np.ndarray, g: np.ndarray) -> tuple[float, np.ndarray]:
+    """(min_{μ≥0} ‖g + Aᵀμ‖, the minimiser μ) = (‖Π_K(g)‖, its multipliers) for K = {u : A u ≥ 0}."""
     if np.all(A @ g >= 0):  # g ∈ K: it is its own projection
-        return float(np.linalg.norm(g))
-    _, r = nnls(A.T, -g, maxiter=50 * A.shape[0])
-    return float(r)
+        return float(np.linalg.norm(g)), np.zeros(A.shape[0])
+    mu, r = nnls(A.T, -g, maxiter=50 * A.shape[0])
+    return float(r), mu
