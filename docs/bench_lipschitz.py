@@ -1,9 +1,11 @@
 """Benchmark of `verify.lipschitz`: the structure-exploiting solver against plain cvxpy + SCS, same run.
 
 Nets: 10-h-h-10 ReLU (torch.manual_seed(0), default nn.Linear init, layers created in order) for the
-widths given, and the seed paper's MaxMin nets from shared/data/lipschitz. For each: wall time and the
-CERTIFIED bound (recomputed from the multipliers in float64) per method, the raw SCS objective, the norm
-product and the sampled lower bound. Prints a markdown table and writes JSON with --out.
+widths given, and the seed paper's MaxMin nets from shared/data/lipschitz (lipsdp-nsr with the barrier
+solver, whose value the paper lists, and lipsdp-neuron with the fast solver). For each: wall time and the
+CERTIFIED bound (recomputed from the multipliers in float64) per method, the dual bound on the SDP optimum
+(`sdp_lower`) and the relative gap (upper - sdp_lower) / upper, the raw solver objective, the norm product
+and the sampled lower bound. Prints a markdown table and writes JSON with --out.
 
     OMP_NUM_THREADS=1 python docs/bench_lipschitz.py --widths 100 200 400 1000 --scs-max 400 \
         --maxmin 8fc_128 18fc_128 --fast-limit 60 --out bench_lipschitz.json
@@ -45,8 +47,9 @@ def run(name, model, methods, rows, lower_ref=None):
         if lower_ref is None:
             lower_ref = r.lower
         assert lower_ref <= r.upper <= r.naive * (1 + 1e-12), (name, method, r)
+        assert r.sdp_lower is None or r.sdp_lower <= r.upper, (name, method, r)
         row = {"net": name, "method": method, "solver": r.solver, "seconds": wall, "upper": r.upper,
-               "solver_value": r.solver_value, "naive": r.naive, "lower": lower_ref,
+               "sdp_lower": r.sdp_lower, "solver_value": r.solver_value, "naive": r.naive, "lower": lower_ref,
                "status": r.details.get("status"), "iterations": r.details.get("iterations")}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -73,18 +76,22 @@ def main() -> int:
         if not path.exists():
             print(f"skipping {key}: {path} missing", file=sys.stderr)
             continue
-        methods = [("lipsdp-neuron", "fast", args.fast_limit)]
+        methods = [("lipsdp-nsr", "ipm", args.fast_limit), ("lipsdp-neuron", "fast", args.fast_limit)]
         if key in args.scs_maxmin:
             methods.append(("lipsdp-nsr", "SCS", None))
         run(f"MaxMin {key}", path, methods, rows)
-    print("| net | method | solver | time (s) | certified upper | raw solver value | lower | norm product |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| net | method | solver | time (s) | certified upper | SDP dual bound | gap | raw solver value "
+          "| lower | norm product |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        sv = "-" if r["solver_value"] is None else f"{r['solver_value']:.6g}"
+        sv = "-" if r["solver_value"] is None else f"{r['solver_value']:.7g}"
+        lo, gap = "-", "-"
+        if r["sdp_lower"] is not None:
+            lo, gap = f"{r['sdp_lower']:.7g}", f"{(r['upper'] - r['sdp_lower']) / r['upper']:.2e}"
         ref = PAPER.get(r["net"].split()[-1])
         note = f" (paper {ref})" if ref and r["net"].startswith("MaxMin") else ""
-        print(f"| {r['net']}{note} | {r['method']} | {r['solver']} | {r['seconds']:.1f} | {r['upper']:.6g} | {sv} "
-              f"| {r['lower']:.6g} | {r['naive']:.6g} |")
+        print(f"| {r['net']}{note} | {r['method']} | {r['solver']} | {r['seconds']:.1f} | {r['upper']:.7g} | {lo} "
+              f"| {gap} | {sv} | {r['lower']:.6g} | {r['naive']:.6g} |")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -75,8 +75,10 @@ def _norm_name(norm) -> str:
 
 
 def _homogeneous(net: LipNet) -> bool:
-    """Positively homogeneous activations: scaling W_k by s scales f by s (all but sigmoid/tanh)."""
-    return all(a.kind != "slope" or a.name in ("relu", "leakyrelu", "identity") for a in net.activations)
+    """Positively homogeneous activations: scaling W_k by s scales f by s (all but sigmoid/tanh), and no
+    residual layer (A z + σ(W z) does not scale with W)."""
+    return not net.residual and \
+        all(a.kind != "slope" or a.name in ("relu", "leakyrelu", "identity") for a in net.activations)
 
 
 def _normalise(net: LipNet) -> tuple[LipNet, float]:
@@ -126,7 +128,10 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     net = load_network(model)
     naive = norm_product(net, norm)
-    lo = lower_bound(net, norm, samples=samples, seed=seed) if lower else 0.0
+    lo = 0.0
+    if lower:
+        # every reading of an ambiguous file (meta["variants"], see load_mat) must be bounded: take the least
+        lo = min(lower_bound(v, norm, samples=samples, seed=seed) for v in [net] + net.meta.get("variants", []))
     details: dict[str, Any] = {"dims": net.dims, "activations": sorted({a.describe() for a in net.activations})}
     solver_value = None
     used_solver = None
@@ -149,6 +154,8 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
                 sdp_lower = float(np.sqrt(max(dual_rho, 0.0))) * factor
         else:
             used_solver = solver or "SCS"
+            if net.residual:
+                raise InputError(f"{net.name}: the l_inf SDP is not available for residual nets (use --method naive)")
             if used_solver.lower() == "fast":
                 raise InputError("the fast solver handles norm 2 only; choose a cvxpy solver for norm inf")
             cert, raw, info = _solve_linf(scaled, tied, coupling, used_solver, verbose)

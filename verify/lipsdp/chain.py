@@ -12,6 +12,10 @@ and the objective (convex in the multipliers) of the structure-exploiting solver
 
 A wide input layer is reduced exactly: with W_0' = Q R (thin QR), X's nonzero spectrum is that of
 R Y R' (n_1 x n_1), so W_0 is replaced by R' (l2 only).
+
+Residual layers z_{k+1} = A_k z_k + σ(W_k z_k) keep the structure: their QC is taken on v = W_k z_k and
+w = z_{k+1} - A_k z_k, which still involves only z_k and z_{k+1}; the blocks gain the A_k terms
+(block (k,k): W'PW - W'RA - A'R'W + A'QA, C_k = -(W'R - A'Q)).
 """
 from __future__ import annotations
 
@@ -34,13 +38,20 @@ class NotPositiveDefinite(Exception):
         super().__init__(f"pivot block {k} is not positive definite (lambda_min {lam_min:.3g})")
 
 
-def reduce_input(weights: list[np.ndarray]) -> list[np.ndarray]:
-    """Replace a wide first layer W_0 (n_1 < n_0) by the square R' of W_0' = QR: same l2 spectrum."""
+def reduce_input(weights: list[np.ndarray], skip0: np.ndarray | None = None):
+    """Replace a wide first layer W_0 (n_1 < n_0) by the square R' of W_0' = QR: same l2 spectrum.
+
+    With a skip A_0 on the first layer, [W_0; A_0]' = Q R is factored and both are replaced by their
+    parts of R' (the input enters only through Q' z_0). Returns (weights, skip0)."""
     W0 = weights[0]
-    if W0.shape[1] <= W0.shape[0]:
-        return list(weights)
-    R = np.linalg.qr(W0.T, mode="r")
-    return [R.T.copy()] + list(weights[1:])
+    rows = W0.shape[0] + (0 if skip0 is None else skip0.shape[0])
+    if W0.shape[1] <= rows:
+        return list(weights), skip0
+    stacked = W0 if skip0 is None else np.vstack([W0, skip0])
+    Rt = np.linalg.qr(stacked.T, mode="r").T
+    if skip0 is None:
+        return [Rt.copy()] + list(weights[1:]), None
+    return [Rt[:W0.shape[0]].copy()] + list(weights[1:]), Rt[W0.shape[0]:].copy()
 
 
 @dataclass
@@ -66,7 +77,11 @@ class Chain:
         ws = list(net.weights)
         if out is not None:
             ws[-1] = np.atleast_2d(np.asarray(out, dtype=np.float64))
-        self.weights = reduce_input(ws) if reduce else ws
+        self.skips = list(net.skips)
+        if reduce:
+            self.weights, self.skips[0] = reduce_input(ws, self.skips[0])
+        else:
+            self.weights = ws
         self.l = len(self.weights) - 1
         self.qcs = [LayerQC(act, self.weights[k].shape[0], tied, coupling) for k, act in enumerate(net.activations)]
         self.offsets = np.cumsum([0] + [q.size for q in self.qcs])
@@ -93,13 +108,38 @@ class Chain:
 
         With K_k from `LayerQC.gain_sq`, -q_k >= c_k (|Δz_{k+1}|^2 - K_k |W_k|^2 |Δz_k|^2); choosing
         c_{l-1} = margin |W_l|^2 and c_{k-1} = margin c_k K_k |W_k|^2 leaves every block strictly positive.
+        A residual layer (w = Δz_{k+1} - A Δz_k, |w|^2 >= |Δz_{k+1}|^2 / 2 - |A Δz_k|^2) gives
+        -q_k >= c_k (|Δz_{k+1}|^2 / 2 - (|A|^2 + K_k |W_k|^2) |Δz_k|^2): gain |A|^2 + K|W|^2, and c_k halved.
         """
         norms = [np.linalg.norm(W, 2) for W in self.weights]
+        half = [1.0 if A is None else 2.0 for A in self.skips]
+        gain = [self.qcs[k].gain_sq() * norms[k] ** 2 + (0.0 if A is None else np.linalg.norm(A, 2) ** 2)
+                for k, A in enumerate(self.skips)]
         c = [0.0] * self.l
-        c[self.l - 1] = margin * max(norms[-1] ** 2, 1e-300)
+        c[self.l - 1] = margin * half[self.l - 1] * max(norms[-1] ** 2, 1e-300)
         for k in range(self.l - 1, 0, -1):
-            c[k - 1] = margin * max(c[k] * self.qcs[k].gain_sq() * norms[k] ** 2, 1e-300)
+            c[k - 1] = margin * half[k - 1] * max(c[k] * gain[k], 1e-300)
         return self.pack([q.reference(ck) for q, ck in zip(self.qcs, c)])
+
+    def _own_block(self, k: int, P, R, Q) -> np.ndarray:
+        """Layer k's QC on block (k, k): W'PW, with a skip A also - W'RA - A'R'W + A'QA."""
+        W, A = self.weights[k], self.skips[k]
+        out = P.sandwich(W)
+        if A is not None:
+            WRA = R.left(W) @ A
+            out = out - WRA - WRA.T + Q.sandwich(A)
+        return out
+
+    def _coupling(self, k: int, R, Q) -> np.ndarray:
+        """C_k = -(W'R - A'Q): layer k's QC on block (k, k+1)."""
+        C = -R.left(self.weights[k])
+        if self.skips[k] is not None:
+            C = C + Q.left(self.skips[k])
+        return C
+
+    def outputs(self, k: int, zk: np.ndarray, zk1: np.ndarray) -> np.ndarray:
+        """The activation output w of layer k along trajectories: z_{k+1} (- A_k z_k for a residual layer)."""
+        return zk1 if self.skips[k] is None else zk1 - self.skips[k] @ zk
 
     # ------------------------------------------------------------------------------------ evaluation
     def chain(self, theta: np.ndarray, check: str = "chol", pivot_tol: float = 0.0) -> ChainResult:
@@ -110,7 +150,7 @@ class Chain:
         """
         mults = self.unpack(theta)
         mats = [q.matrices(m) for q, m in zip(self.qcs, mults)]
-        Ws, l = self.weights, self.l
+        l = self.l
         chols: list = [None] * l
         Cs: list = [None] * l
         Ys: list = [None] * l
@@ -119,8 +159,8 @@ class Chain:
         S = terms[0] - terms[1]
         for k in range(l, 0, -1):
             # S currently holds S_k; factor it
-            P, R, _ = mats[k - 1]
-            C = -R.left(Ws[k - 1])                      # C_{k-1} = -W_{k-1}' R_{k-1}
+            P, R, Q = mats[k - 1]
+            C = self._coupling(k - 1, R, Q)             # C_{k-1} = -W_{k-1}' R_{k-1} (+ A' Q with a skip)
             if check == "eig":
                 ev = np.linalg.eigvalsh(S)
                 # rounding in forming S is relative to the terms it is the difference of (Frobenius >= 2-norm)
@@ -138,10 +178,10 @@ class Chain:
             Ys[k - 1] = Y
             schur = Y.T @ Y                              # C S^-1 C' with one triangular solve
             if k - 1 >= 1:
-                terms = (-mats[k - 2][2].dense(), P.sandwich(Ws[k - 1]), schur)
+                terms = (-mats[k - 2][2].dense(), self._own_block(k - 1, P, R, Q), schur)
                 S = terms[0] - terms[1] - terms[2]
             else:
-                X = P.sandwich(Ws[0]) + schur
+                X = self._own_block(0, P, R, Q) + schur
         X = 0.5 * (X + X.T)
         return ChainResult(X, chols, Cs, Ys, float(ratio))
 
@@ -157,7 +197,7 @@ class Chain:
         parts = []
         for k, q in enumerate(self.qcs):
             V = (self.weights[k] @ zs[k]).T
-            Wo = zs[k + 1].T
+            Wo = self.outputs(k, zs[k], zs[k + 1]).T
             parts.append(q.grad(V, Wo, weights))
         return np.concatenate(parts)
 
@@ -183,10 +223,15 @@ class Chain:
             TG = T @ G
             G_off = -TG                                                           # G_{k+1,k}
             G_next = Sinv + TG @ T.T
-            W = self.weights[k]
+            W, A = self.weights[k], self.skips[k]
             Cvv = W @ G @ W.T
             Cvw = W @ G_off.T                                                     # E[v w'] = W G_{k,k+1}
-            parts[k] = -self.qcs[k].grad_cov(Cvv, Cvw, G_next)
+            Cww = G_next
+            if A is not None:                                                     # w = z_{k+1} - A z_k
+                Cvw = Cvw - W @ G @ A.T
+                AGo = A @ G_off.T
+                Cww = G_next - AGo - AGo.T + A @ G @ A.T
+            parts[k] = -self.qcs[k].grad_cov(Cvv, Cvw, Cww)
             G = G_next
         return np.concatenate(parts)
 

@@ -18,19 +18,24 @@ from verify.lipsdp.network import LipNet
 _ULP_MARGIN = 1e-12
 
 
+def _mat_norm(W: np.ndarray, norm: str) -> float:
+    return float(np.linalg.norm(W, 2)) if norm == "2" else float(np.abs(W).sum(axis=1).max())
+
+
 def layer_norms(net: LipNet, norm: str) -> list[float]:
-    if norm == "2":
-        return [float(np.linalg.norm(W, 2)) for W in net.weights]
-    return [float(np.abs(W).sum(axis=1).max()) for W in net.weights]
+    return [_mat_norm(W, norm) for W in net.weights]
 
 
 def norm_product(net: LipNet, norm: str = "2") -> float:
-    """Certified upper bound: product of the layers' exact norms and the activations' constants."""
+    """Certified upper bound: product of the layers' exact norms and the activations' constants; a residual
+    layer A z + σ(W z) contributes |A| + Lip(σ) |W|."""
     out = 1.0
-    for n in layer_norms(net, norm):
-        out *= n
-    for act in net.activations:
-        out *= act.lipschitz(norm)
+    for k, n in enumerate(layer_norms(net, norm)):
+        if k < len(net.activations):
+            c, A = net.activations[k].lipschitz(norm), net.skips[k]
+            out *= c * n if A is None else _mat_norm(A, norm) + c * n
+        else:
+            out *= n
     return out * (1.0 + _ULP_MARGIN * (len(net.weights) + 1))
 
 
@@ -54,6 +59,7 @@ def _smooth_tangent(net: LipNet, x, d, beta: float):
 
     for k, W in enumerate(net.weights):
         Wt = torch.as_tensor(W, dtype=x.dtype)
+        x_in, d_in = x, d
         x, d = x @ Wt.T, d @ Wt.T
         if net.biases[k] is not None:
             x = x + torch.as_tensor(net.biases[k], dtype=x.dtype)
@@ -93,6 +99,9 @@ def _smooth_tangent(net: LipNet, x, d, beta: float):
             pos = (xs * v).sum(-1, keepdim=True) > 0
             x = torch.where(pos, xs, xs - 2 * (xs * v).sum(-1, keepdim=True) * v).reshape(x.shape)
             d = torch.where(pos, ds, ds - 2 * (ds * v).sum(-1, keepdim=True) * v).reshape(d.shape)
+        if net.skips[k] is not None:
+            At = torch.as_tensor(net.skips[k], dtype=x.dtype)
+            x, d = x + x_in @ At.T, d + d_in @ At.T
     return x, d
 
 

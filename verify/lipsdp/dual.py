@@ -32,7 +32,8 @@ from verify.lipsdp.qc import LayerQC
 
 
 def _repair_slope(q: LayerQC, V: np.ndarray, Wo: np.ndarray) -> np.ndarray:
-    """Rows of Wo (neurons) moved towards gamma * V until E[(w - alpha v)(beta v - w)] >= 0."""
+    """Rows of Wo (neurons) moved towards gamma * V until E[(w - alpha v)(beta v - w)] >= 0 (per neuron;
+    with tied multipliers nothing changes when the layer's sum already holds)."""
     al, be = q.act.alpha, q.act.beta
     gam = 0.5 * (al + be)
 
@@ -43,8 +44,15 @@ def _repair_slope(q: LayerQC, V: np.ndarray, Wo: np.ndarray) -> np.ndarray:
     n = V.shape[0]
     q0, _ = qc(np.zeros(n))
     bad = q0 < 0
-    if not bad.any():
+    if not bad.any() or (q.tied and q0.sum() >= 1e-12 * np.abs(q0).sum()):
         return Wo
+    if q.tied:  # repair only the worst neurons, as many as the layer's sum needs
+        order = np.argsort(q0)
+        total = q0.sum() - np.cumsum(q0[order])     # the sum once the first j+1 are repaired to >= 0
+        j = int(np.argmax(total >= 1e-12 * np.abs(q0).sum())) if (total >= 0).any() else n - 1
+        bad = np.zeros(n, dtype=bool)
+        bad[order[:j + 1]] = True
+        bad &= q0 < 0
     # q(s) = c0 + c1 s + c2 s^2 exactly: recover the coefficients from three points
     q1, _ = qc(np.ones(n))
     qh, _ = qc(np.full(n, 0.5))
@@ -59,7 +67,7 @@ def _repair_slope(q: LayerQC, V: np.ndarray, Wo: np.ndarray) -> np.ndarray:
     cand = np.where((r > 0) & (r <= 1), r, np.inf)
     cand = np.minimum(cand, np.where((r2 > 0) & (r2 <= 1), r2, np.inf))
     s[bad] = np.minimum(np.where(np.isfinite(cand[bad]), cand[bad] * (1 + 1e-9) + 1e-15, 1.0), 1.0)
-    qs, Wn = qc(s)
+    qs, _ = qc(s)
     fix = bad & (qs < 0)
     s[fix] = 1.0               # w = gam v: the QC holds with (gam - al)(be - gam) E v^2 >= 0
     return qc(s)[1]
@@ -75,7 +83,7 @@ def _repair_group(q: LayerQC, V: np.ndarray, Wo: np.ndarray) -> np.ndarray:
         par = e[None, :, None] * np.einsum("g,mgr->mr", e, A)[:, None, :]
         return (par, A - par) if q.act.kind == "groupsort" else (A - par, par)
 
-    Vp, Vo = split(Vg)
+    Vp, _ = split(Vg)
     Wp, Wq = split(Wg)
     en = lambda A: (A * A).sum(axis=(1, 2))  # noqa: E731  per-group energy
     if "b" in q.names:                          # extended QC: P w = P v exactly
@@ -101,10 +109,11 @@ def repair(chain: Chain, Ys: list[np.ndarray]) -> tuple[float, float]:
         return 0.0, 0.0
     worst = 0.0
     for k, q in enumerate(chain.qcs):
-        V = chain.weights[k] @ Y[k]
-        Y[k + 1] = _repair_slope(q, V, Y[k + 1]) if q.act.kind == "slope" else _repair_group(q, V, Y[k + 1])
+        V, Wo = chain.weights[k] @ Y[k], chain.outputs(k, Y[k], Y[k + 1])
+        Wo = _repair_slope(q, V, Wo) if q.act.kind == "slope" else _repair_group(q, V, Wo)
+        Y[k + 1] = Wo if chain.skips[k] is None else Wo + chain.skips[k] @ Y[k]
         # recheck from the repaired moments: <Z, N_i> for every multiplier of the layer
-        vals = q.grad(V.T, Y[k + 1].T, np.ones(V.shape[1]))
+        vals = q.grad(V.T, Wo.T, np.ones(V.shape[1]))
         scale = max(float((V * V).sum()), 1e-300)
         mask = np.concatenate([np.full(q.sizes[n], q.nonneg[n]) for n in q.names])
         viol = np.concatenate([np.maximum(-vals[mask], 0.0), np.abs(vals[~mask])]) / scale
@@ -130,11 +139,16 @@ def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray
     for k, q in enumerate(chain.qcs):
         if q.act.kind != "slope":
             continue
-        V, Wo = chain.weights[k] @ zs[k], zs[k + 1]
+        V, Wo = chain.weights[k] @ zs[k], chain.outputs(k, zs[k], zs[k + 1])
         A, B = Wo - q.act.alpha * V, q.act.beta * V - Wo
         S = np.einsum("ia,ib->iab", A, B)
-        rows.append((S + S.transpose(0, 2, 1)).reshape(len(A), r * r) / 2)
-        pens.append(mults[k]["lam"])
+        S = (S + S.transpose(0, 2, 1)).reshape(len(A), r * r) / 2
+        if q.tied:   # one multiplier per layer: only the layer's sum of QCs is constrained
+            rows.append(S.sum(axis=0, keepdims=True))
+            pens.append(mults[k]["lam"][:1])
+        else:
+            rows.append(S)
+            pens.append(mults[k]["lam"])
     out = chain.weights[-1] @ zs[-1]
     O = out.T @ out
     Om = cp.Variable((r, r), PSD=True)

@@ -41,8 +41,10 @@ class IpmResult:
 
 
 def supports(chain: Chain) -> bool:
-    """True when every layer's QC has no cross term (R = 0): GroupSort / Householder with the paper's T."""
-    return all(q.act.kind != "slope" and "b" not in q.names for q in chain.qcs)
+    """True when every layer's QC has no cross term (R = 0: GroupSort / Householder with the paper's T) and
+    no layer is residual (a skip couples neighbouring blocks)."""
+    return all(q.act.kind != "slope" and "b" not in q.names for q in chain.qcs) and \
+        all(A is None for A in chain.skips)
 
 
 class _Problem:

@@ -1,7 +1,8 @@
 """The feed-forward network form every Lipschitz method works on, and the loaders that produce it.
 
 A `LipNet` is f(x) = W_l σ_{l-1}(W_{l-1} ... σ_0(W_0 x)) with float64 weight matrices W_k of shape
-(out, in) and one activation per hidden layer. Biases do not change a Lipschitz constant and are dropped.
+(out, in) and one activation per hidden layer; a hidden layer may carry a skip matrix A_k, making it the
+residual layer z_{k+1} = A_k z_k + σ_k(W_k z_k). Biases do not change a Lipschitz constant and are dropped.
 Activations are described by `Activation`: slope-restricted scalar functions (ReLU, LeakyReLU, sigmoid,
 tanh with their slope bounds [alpha, beta]), GroupSort with a group size (MaxMin = 2) and Householder
 reflections on groups (the seed paper's non-slope-restricted activations).
@@ -117,9 +118,15 @@ class LipNet:
     name: str = "net"
     meta: dict[str, Any] = field(default_factory=dict)
     biases: list[np.ndarray | None] | None = None   # only for concrete evaluation (lower bounds)
+    skips: list[np.ndarray | None] | None = None    # per hidden layer: A_k of z_{k+1} = A_k z_k + σ(W_k z_k)
 
     def __post_init__(self):
         self.weights = [np.ascontiguousarray(np.asarray(W, dtype=np.float64)) for W in self.weights]
+        if self.skips is None:
+            self.skips = [None] * len(self.activations)
+        self.skips = [None if A is None else np.asarray(A, dtype=np.float64) for A in self.skips]
+        if len(self.skips) != len(self.activations):
+            raise InputError(f"{self.name}: {len(self.activations)} hidden layers but {len(self.skips)} skips")
         if self.biases is None:
             self.biases = [None] * len(self.weights)
         self.biases = [None if b is None else np.asarray(b, dtype=np.float64).ravel() for b in self.biases]
@@ -134,6 +141,10 @@ class LipNet:
             if self.weights[k].shape[1] != self.weights[k - 1].shape[0]:
                 raise InputError(f"{self.name}: layer {k} expects {self.weights[k].shape[1]} inputs but layer "
                                  f"{k - 1} has {self.weights[k - 1].shape[0]} outputs")
+        for k, A in enumerate(self.skips):
+            if A is not None and A.shape != (self.weights[k].shape[0], self.weights[k].shape[1]):
+                raise InputError(f"{self.name}: skip of layer {k} has shape {A.shape}, expected "
+                                 f"{self.weights[k].shape}")
         for k, act in enumerate(self.activations):
             n = self.weights[k].shape[0]
             if act.kind != "slope" and n % act.group_size:
@@ -141,28 +152,36 @@ class LipNet:
                                  f"{act.group_size}, got {n}")
 
     @property
+    def residual(self) -> bool:
+        return any(A is not None for A in self.skips)
+
+    @property
     def dims(self) -> list[int]:
         return [self.weights[0].shape[1]] + [W.shape[0] for W in self.weights]
 
     def describe(self) -> str:
         acts = sorted({a.describe() for a in self.activations}) or ["none"]
-        return f"{'-'.join(map(str, self.dims))} ({', '.join(acts)})"
+        res = ", residual" if self.residual else ""
+        return f"{'-'.join(map(str, self.dims))} ({', '.join(acts)}{res})"
 
     def forward_torch(self, x):
         """f(x) on a torch batch (N, n_0), in x's dtype."""
         import torch
 
         for k, W in enumerate(self.weights):
+            x_in = x
             x = x @ torch.as_tensor(W, dtype=x.dtype, device=x.device).T
             if self.biases[k] is not None:
                 x = x + torch.as_tensor(self.biases[k], dtype=x.dtype, device=x.device)
             if k < len(self.activations):
                 x = self.activations[k].apply_torch(x)
+                if self.skips[k] is not None:
+                    x = x + x_in @ torch.as_tensor(self.skips[k], dtype=x.dtype, device=x.device).T
         return x
 
     def with_weights(self, weights: list[np.ndarray]) -> "LipNet":
-        """Same activations, new weights (biases dropped: they do not matter to the bounds)."""
-        return LipNet(weights, list(self.activations), self.name, dict(self.meta))
+        """Same activations and skips, new weights (biases dropped: they do not matter to the bounds)."""
+        return LipNet(weights, list(self.activations), self.name, dict(self.meta), skips=list(self.skips))
 
 
 # ------------------------------------------------------------------------------------------- loaders
@@ -206,9 +225,6 @@ def load_mat(path: str | Path) -> LipNet:
     import scipy.io as sio
 
     path = Path(path)
-    if path.stem.lower().startswith("resweights"):
-        # QCs_MaxMin residual nets (x + W sigma(x) blocks) would silently load as a plain chain: refuse
-        raise InputError(f"{path}: residual networks (resweights_*) are not supported by the Lipschitz bounds")
     try:
         data = sio.loadmat(str(path))
     except Exception as e:
@@ -223,7 +239,31 @@ def load_mat(path: str | Path) -> LipNet:
     ws = [np.asarray(cell.flat[i], dtype=np.float64) for i in range(cell.size)]
     if any(W.ndim != 2 for W in ws):
         raise InputError(f"{path}: every weight must be a 2-D matrix")
+    if path.stem.lower().startswith("resweights"):
+        return _residual_mat(ws, path)
     return LipNet(ws, [act for _ in ws[:-1]], name=path.stem, meta={"source": str(path)})
+
+
+def _residual_mat(ws: list[np.ndarray], path: Path) -> LipNet:
+    """QCs_MaxMin residual nets: x_1 = W_1 u, x_{i+1} = x_i + MaxMin(W_i x_i) (i = 2..L-1), y = W_L x_{L-1}.
+
+    The form is that of the LMI in QCs_MaxMin's LipschitzEstimationRes.m (the MaxMin input of block i is
+    W_i x_i and its output is added to x_i unchanged; their trivial bound is |W_1| prod(1 + |W_i|) |W_L|).
+    Whether a MaxMin also follows W_1 is not stated there. The net returned has one (its QCs also hold for
+    the identity, so every upper bound covers both readings); meta["variants"] holds the reading without
+    it, and lower bounds are taken as the smaller of the two.
+    """
+    n = ws[0].shape[0]
+    if len(ws) < 3 or any(W.shape != (n, n) for W in ws[1:-1]) or ws[-1].shape[1] != n:
+        raise InputError(f"{path}: a residual net needs W_1 (n x in), square n x n blocks and W_L (out x n); "
+                         f"got shapes {[W.shape for W in ws]}")
+    mm = Activation.groupsort(2)
+    skips = [None] + [np.eye(n) for _ in ws[1:-1]]
+    meta = {"source": str(path), "residual": "x + MaxMin(W x)"}
+    linear_first = LipNet(ws, [Activation.slope("identity")] + [mm] * (len(ws) - 2), name=path.stem,
+                          skips=skips, meta=dict(meta))
+    meta["variants"] = [linear_first]
+    return LipNet(ws, [mm] * (len(ws) - 1), name=path.stem, skips=skips, meta=meta)
 
 
 def _merge_linear(layers: list, W: np.ndarray, b: np.ndarray | None = None) -> None:

@@ -30,6 +30,17 @@ def _left(cp, W: np.ndarray, d, G, c):
     return expr
 
 
+def _own_block(cp, chain: Chain, per: list, k: int):
+    """Layer k's QC on block (k, k): W'PW (- W'RA - A'R'W + A'QA for a residual layer)."""
+    (Pd, Pc), G, W, A = per[k][0]["P"], per[k][1], chain.weights[k], chain.skips[k]
+    expr = _sandwich(cp, W, Pd, G, Pc)
+    if A is not None:
+        (Rd, Rc), (Qd, Qc) = per[k][0]["R"], per[k][0]["Q"]
+        WRA = _left(cp, W, Rd, G, Rc) @ A
+        expr = expr - WRA - WRA.T + _sandwich(cp, A, Qd, G, Qc)
+    return expr
+
+
 def _full(cp, d, G, c):
     expr = cp.diag(d)
     if G is not None and c is not None:
@@ -74,20 +85,23 @@ def solve_cvxpy(chain: Chain, norm: str = "2", solver: str | None = None, verbos
     for i in range(l + 1):
         for j in range(l + 1):
             blocks[i][j] = np.zeros((dims[i], dims[j]))
-    (Pd, Pc), G0 = per[0][0]["P"], per[0][1]
-    blocks[0][0] = top - _sandwich(cp, Ws[0], Pd, G0, Pc)
+    blocks[0][0] = top - _own_block(cp, chain, per, 0)
     for k in range(1, l + 1):
         Qd, Qc = per[k - 1][0]["Q"]
         D = -_full(cp, Qd, per[k - 1][1], Qc)
         if k < l:
-            Pd, Pc = per[k][0]["P"]
-            D = D - _sandwich(cp, Ws[k], Pd, per[k][1], Pc)
+            D = D - _own_block(cp, chain, per, k)
         else:
             D = D - Ws[l].T @ Ws[l]
         blocks[k][k] = D
     for k in range(l):
         Rd, Rc = per[k][0]["R"]
-        C = -_left(cp, Ws[k], Rd, per[k][1], Rc)
+        G = per[k][1]
+        C = -_left(cp, Ws[k], Rd, G, Rc)
+        A = chain.skips[k]
+        if A is not None:                       # residual layer: w = z_{k+1} - A z_k
+            Qd, Qc = per[k][0]["Q"]
+            C = C + _left(cp, A, Qd, G, Qc)
         blocks[k][k + 1] = C
         blocks[k + 1][k] = C.T
     M = cp.bmat(blocks)
