@@ -63,6 +63,7 @@ def main() -> int:
     ap.add_argument("--maxmin", nargs="*", default=["8fc_128", "18fc_128"])
     ap.add_argument("--scs-maxmin", nargs="*", default=[], help="MaxMin nets also solved with SCS")
     ap.add_argument("--fast-limit", type=float, default=120.0, help="time limit of the fast solver (s)")
+    ap.add_argument("--nsr-limit", type=float, default=120.0, help="time limit of the barrier solver (s)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows: list[dict] = []
@@ -76,7 +77,7 @@ def main() -> int:
         if not path.exists():
             print(f"skipping {key}: {path} missing", file=sys.stderr)
             continue
-        methods = [("lipsdp-nsr", "ipm", args.fast_limit), ("lipsdp-neuron", "fast", args.fast_limit)]
+        methods = [("lipsdp-nsr", "ipm", args.nsr_limit), ("lipsdp-neuron", "fast", args.fast_limit)]
         if key in args.scs_maxmin:
             methods.append(("lipsdp-nsr", "SCS", None))
         run(f"MaxMin {key}", path, methods, rows)

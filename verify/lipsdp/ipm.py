@@ -13,9 +13,10 @@ Hessian entries are squared bilinear forms  (x_p' F^{-1} x_q)^2  of these genera
 layer k enters only F_k and F_{k+1}, so the Hessian is block tridiagonal over layers and one Newton step
 costs O(sum n_k^3) (block Cholesky), not a dense solve on all multipliers.
 
-On the central path Z_k = F_k^{-1} / t is dual feasible and the duality gap is sum(n_k) / t; the caller
-turns the final iterate's Z_k into a certified-feasible dual point (`verify.lipsdp.dual`) and recertifies
-the multipliers in float64 (`verify.lipsdp.chain`).
+On the central path Z_k = F_k^{-1} / t is dual feasible and the duality gap is sum(n_k) / t; off it, the
+Newton step's correction of that Z meets the dual's equality constraints exactly. The caller checks and
+repairs this dual point (`verify.lipsdp.dual`) and recertifies the multipliers in float64
+(`verify.lipsdp.chain`).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class IpmResult:
     theta: np.ndarray
     value: float            # rho of the final iterate (feasible, not yet recertified)
     gap: float              # sum(n_k) / t: the barrier's duality gap at the final t
-    factors: list           # Z_k = F_k^{-1} / t as Cholesky factors (dual candidate, block diagonal)
+    factors: list           # Z_k = L_k L_k': the dual point of the last Newton step (block diagonal)
     iterations: int
     seconds: float
     history: list
@@ -144,17 +145,19 @@ def _block_tridiag_solve(D: list, O: list, g: list) -> list:
 
 
 def solve_ipm(chain: Chain, time_limit: float = 600.0, rel_gap: float = 1e-7, mu: float = 8.0,
-              max_newton: int = 400) -> IpmResult:
+              max_newton: int = 400, margin: float = 1.1) -> IpmResult:
     """Barrier method for the NSR LMIs of `chain` (requires `supports(chain)`).
 
     Stops when the barrier gap sum(n_k)/t is below rel_gap * rho (or at the time limit; every iterate is
-    strictly feasible). `mu` is the factor by which t grows after each centring.
+    strictly feasible). `mu` is the factor by which t grows after each centring. The start is the chain's
+    reference point with a small `margin` (strictly feasible for any margin > 1; a small one starts closer
+    to the optimum: on 18fc_128, 160 Newton steps at 1.1 against 282 at 2).
     """
     if not supports(chain):
         raise ValueError("the barrier solver needs R = 0 in every layer (lipsdp-nsr on GroupSort/Householder)")
     t0 = time.monotonic()
     prob = _Problem(chain)
-    theta = chain.reference(margin=2.0)
+    theta = chain.reference(margin=margin)
     F0 = prob.lmis(0.0, theta)[0]
     rho = 2.0 * max(float(np.linalg.eigvalsh(-F0)[-1]), 1e-12)
     chols = prob.factor(rho, theta)
@@ -185,6 +188,26 @@ def solve_ipm(chain: Chain, time_limit: float = 600.0, rel_gap: float = 1e-7, mu
         else:
             break                   # no progress possible at this precision
         rho, theta, chols = r_new, th_new, c_new
-    factors = [sla.cholesky(sla.cho_solve(c, np.eye(c[0].shape[0]), check_finite=False) / t, lower=True)
-               for c in chols]
-    return IpmResult(theta, float(rho), prob.m / t, factors, newton, time.monotonic() - t0, history)
+    return IpmResult(theta, float(rho), prob.m / t, _dual_factors(prob, t, rho, theta, chols), newton,
+                     time.monotonic() - t0, history)
+
+
+def _dual_factors(prob: _Problem, t: float, rho: float, theta: np.ndarray, chols) -> list[np.ndarray]:
+    """Factors of the dual point Z_k = (1/t) F_k^-1 (F_k - dF_k) F_k^-1 at the last iterate.
+
+    dF is the change of F along the Newton step dx: the Newton equations say exactly that this Z meets the
+    dual's equality constraints (Z = F^-1/t only does so on the central path itself), and it is PSD when
+    the step is short (Newton decrement < 1). Tiny negative eigenvalues are dropped; `verify.lipsdp.dual`
+    repairs what that leaves.
+    """
+    g, D, O = prob.newton_system(t, chols)
+    dx = _block_tridiag_solve(D, O, [-v for v in g])
+    d_rho, d_th = dx[0][0], np.concatenate([dx[0][1:]] + dx[1:])
+    F_now, F_step = prob.lmis(rho, theta), prob.lmis(rho + d_rho, theta + d_th)
+    factors = []
+    for c, F, Fs in zip(chols, F_now, F_step):
+        Finv = sla.cho_solve(c, np.eye(c[0].shape[0]), check_finite=False)
+        Z = Finv @ (2 * F - Fs) @ Finv / t
+        ev, U = np.linalg.eigh(0.5 * (Z + Z.T))
+        factors.append(U * np.sqrt(np.maximum(ev, 0.0)))
+    return factors
