@@ -101,3 +101,61 @@ def test_timeout_is_honoured():
     assert res.verdict in ("timeout", "unsat", "sat", "unknown")
     if res.verdict == "sat":
         assert module(torch.as_tensor(res.x).reshape(1, 5)).item() >= ymax + 1e-4
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_filtered_smart_branching_known_answers(seed):
+    """Activation splitting with FSB (4 candidates per domain) gives the same known answers."""
+    module = _net(seed, hidden=(16, 16))
+    g = load_torch(module, (2,))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    ymax, slack = _grid_max(module, lo, hi)
+    settings = Settings(timeout=30, split="activation", fsb=4, attack_share=0.0, attack_min_s=0.0)
+    assert check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings).verdict == "unsat"
+    bad = check(g, _spec_output_above(ymax - 0.05 * max(1.0, abs(ymax)), lo, hi), settings)
+    assert bad.verdict == "sat"
+
+
+def test_open_terms_drops_only_verified_terms():
+    """Terms whose root bound is > 0 leave the search's objective; the others keep their rows in order."""
+    from verify.bab.objective import Objective
+
+    terms = [(np.array([[1.0, 0.0]]), np.array([0.0])),
+             (np.array([[0.0, 1.0], [1.0, 1.0]]), np.array([0.0, 1.0])),
+             (np.array([[-1.0, 0.0]]), np.array([2.0]))]
+    obj = Objective(terms, torch.float64, combine=False)
+    lb = torch.tensor([[0.5, -1.0, -0.2, -3.0]], dtype=torch.float64)  # term 0 verified, 1 and 2 open
+    sub = obj.open_terms(lb)
+    assert sub.n_terms == 2 and sub.rows.tolist() == [1, 2, 3]
+    assert torch.equal(sub.C, obj.C[1:]) and torch.equal(sub.d, obj.d[1:])
+    assert sub.term.tolist() == [0, 0, 1]
+    # the restricted score equals the full score whenever the dropped term is verified
+    rows = torch.tensor([[0.1, -0.5, 0.3, -0.1], [0.2, -0.5, -0.6, 0.4]], dtype=torch.float64)
+    assert torch.equal(sub.score(rows[:, 1:]), obj.score(rows))
+    assert obj.open_terms(-lb.abs()) is obj
+
+
+def test_candidates_are_ranked_best_first():
+    """The top-k candidate list starts with the single best choice and marks missing ones with -1."""
+    from verify.bab.activation_split import _candidates, split_candidates
+    from verify.bab.objective import Objective
+    from verify.bounds import engine_for
+
+    module = _net(1, hidden=(6,))
+    g = load_torch(module, (2,))
+    engine = engine_for(g)
+    nodes = split_candidates(engine)
+    M, R = 3, 1
+    torch.manual_seed(0)
+    l = -torch.rand(M, 6, dtype=torch.float64)
+    u = torch.rand(M, 6, dtype=torch.float64)
+    l[:, :4] = 0.1  # only neurons 4 and 5 are unstable
+    bounds = {nodes[0].value: (l, u)}
+    collect = {nodes[0].node.name: -torch.rand(M, R, 6, dtype=torch.float64)}
+    obj = Objective([(np.array([[1.0]]), np.array([0.0]))], torch.float64)
+    best = -torch.ones(M, R, dtype=torch.float64)
+    top = _candidates(engine, obj, nodes, bounds, collect, best, M, R, top=4)
+    one = _candidates(engine, obj, nodes, bounds, collect, best, M, R, top=1)
+    assert torch.equal(top[:, 0], one[:, 0])
+    assert set(top[:, :2, 1].flatten().tolist()) <= {4, 5}
+    assert bool((top[:, 2:] == -1).all())

@@ -85,9 +85,11 @@ def split_candidates(engine: BoundEngine) -> list[Candidate]:
     return out
 
 
-def _constrained_bounds(engine, root_bounds, M, lo_c, hi_c):
+def _constrained_bounds(engine, base_bounds, M, lo_c, hi_c):
+    """Bounds of every value on M domains: `base_bounds` (batch 1 or M) intersected with each domain's
+    constraints lo_c <= v <= hi_c."""
     bounds = {}
-    for k, (l, u) in root_bounds.items():
+    for k, (l, u) in base_bounds.items():
         l, u = l.expand(M, *l.shape[1:]), u.expand(M, *u.shape[1:])
         if k in lo_c:
             shp = l.shape
@@ -98,10 +100,49 @@ def _constrained_bounds(engine, root_bounds, M, lo_c, hi_c):
     return bounds
 
 
+def split_children(nodes: list[Candidate], lo: dict, hi: dict, branch: torch.Tensor, base_bounds: dict,
+                   use_tables: bool = True) -> tuple[dict, dict]:
+    """Constraints of the 2k children of k domains split at `branch` (k, 2) = (candidate index, neuron):
+    children [0, k) take the lower part (v <= point), [k, 2k) the upper part (v >= point). The point is 0
+    for ReLUs, the midpoint for product factors, and the lookup-table point (or midpoint) otherwise, on the
+    neuron's current interval (`base_bounds`, batch 1 or k, intersected with the domain's constraints)."""
+    k = branch.shape[0]
+    c_lo, c_hi = {}, {}
+    for ni, cand in enumerate(nodes):
+        v, node = cand.value, cand.node
+        lo_p, hi_p = lo[v], hi[v]
+        left_hi, right_lo = hi_p.clone(), lo_p.clone()
+        sel = (branch[:, 0] == ni).nonzero().flatten()
+        if sel.numel():
+            cols = branch[sel, 1]
+            rl, ru = base_bounds[v]
+            l_now = torch.maximum(rl.reshape(rl.shape[0], -1).expand(k, -1)[sel, cols], lo_p[sel, cols])
+            u_now = torch.minimum(ru.reshape(ru.shape[0], -1).expand(k, -1)[sel, cols], hi_p[sel, cols])
+            if cand.other is not None:  # a product factor: bisect
+                point = (l_now + u_now) / 2
+            elif node.op in ("relu", "leakyrelu"):
+                point = torch.zeros_like(l_now)
+            else:
+                point = split_points(node.op, l_now, u_now, node.attrs, use_tables=use_tables)
+                point = torch.minimum(torch.maximum(point, l_now), u_now)
+            left_hi[sel, cols] = point
+            right_lo[sel, cols] = point
+        c_lo[v] = torch.cat([lo_p, right_lo])
+        c_hi[v] = torch.cat([left_hi, hi_p])
+    return c_lo, c_hi
+
+
 def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
-                  nodes, iters: int, lr: float, deadline: float, refresh: bool = False, branching: str = "gap"):
-    """Lower bounds of C·y - d (M, R), branching choices (M, 2) and the input coefficients for M domains."""
+                  nodes, iters: int, lr: float, deadline: float, refresh: bool = False, branching: str = "gap",
+                  warm: dict | None = None, fsb: int = 1, use_tables: bool = True, beta_lr: float | None = None):
+    """Lower bounds of C·y - d (M, R), branching choices (M, 2) and the input coefficients for M domains.
+
+    `warm` maps unary node names to starting α (one domain's worth, broadcast to all M), e.g. the root's
+    optimised α: a good start matters because each domain gets only a few optimisation steps.
+    `fsb` > 1 picks each domain's branching among its `fsb` best heuristic candidates by filtered smart
+    branching (one CROWN pass per candidate and child); 1 takes the heuristic's best."""
     graph = engine.graph
+    beta_lr = lr if beta_lr is None else beta_lr
     M = next(iter(lo_c.values())).shape[0]
     L = lower.reshape(1, -1).expand(M, -1)
     U = upper.reshape(1, -1).expand(M, -1)
@@ -118,6 +159,13 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
     # per-row α of the unary nonlinearities (products keep their default McCormick planes here)
     alphas = {k: a for k, a in init_alphas(engine, bounds, M, R, False)["__output__"].items()
               if engine.kind[k] == "unary"}
+    if warm:
+        with torch.no_grad():
+            for name, a in alphas.items():
+                if name in warm:
+                    node = engine.nodes[engine.index[name]]
+                    l, u = bounds[node.inputs[0]]
+                    a.copy_(engine.rules[name].alpha_project(warm[name].expand_as(a), l, u, node.attrs))
     betas, masks = {}, {}
     for cand in nodes:
         v = cand.value
@@ -133,7 +181,12 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         betas[v] = (b_lo, b_hi, lo_f, hi_f)
         masks[v] = (has_lo.reshape(M, 1, *shp).to(L.dtype), has_hi.reshape(M, 1, *shp).to(L.dtype))
     params = list(alphas.values()) + [b for t in betas.values() for b in t[:2]]
-    scales = [getattr(engine.rules[name], "alpha_lr_scale", 1.0) for name in alphas] + [1.0] * (2 * len(betas))
+    # β and the ReLU slopes take `beta_lr`; other α (tangent points, slopes of S-shaped functions) keep
+    # `lr` times their rule's scale: measured, a larger step helps the former and hurts the latter
+    boost = beta_lr / lr
+    scales = [getattr(engine.rules[name], "alpha_lr_scale", 1.0)
+              * (boost if engine.nodes[engine.index[name]].op in ("relu", "leakyrelu") else 1.0) for name in alphas]
+    scales += [boost] * (2 * len(betas))
     optim = Adam(params, lr=lr, scales=scales) if params else None
     best, collect = None, {}
     stall, best_total = 0, -torch.inf
@@ -159,21 +212,43 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
             for v, (b_lo, b_hi, _, _) in betas.items():
                 b_lo.clamp_(min=0).mul_(masks[v][0])
                 b_hi.clamp_(min=0).mul_(masks[v][1])
-    choice = _branching(engine, obj, nodes, bounds, collect, best, M, R, branching)
+    cands = _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching, top=max(1, fsb))
+    if fsb > 1 and time.perf_counter() < deadline:
+        choice = _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U,
+                                   {k: a.detach() for k, a in alphas.items()},
+                                   {v: (t[0].detach(), t[1].detach(), t[2], t[3]) for v, t in betas.items()},
+                                   use_tables)
+    else:
+        choice = cands[:, 0]
     A_in = collect.get(graph.input_name)
     return best, choice, (A_in.detach() if A_in is not None else None), L, U
 
 
+def _row_alphas(engine: BoundEngine, alphas: dict | None, rows: torch.Tensor) -> dict | None:
+    """The unary nodes' output-objective α restricted to the objective rows `rows` (the row axis follows
+    the batch axis; stacked parameters (P, B, S, ...) have it one later)."""
+    if not alphas:
+        return None
+    out = {}
+    for name, a in alphas.items():
+        if engine.kind[name] != "unary":
+            continue
+        n_shape = len(engine.graph.shape_of(engine.nodes[engine.index[name]].inputs[0]))
+        axis = 1 if a.dim() == n_shape + 2 else 2
+        out[name] = a.index_select(axis, rows)
+    return out
+
+
 @torch.no_grad()
-def _branching(engine, obj, nodes, bounds, collect, best, M, R, branching: str = "gap"):
-    """(M, 2): (node index, neuron index) with the largest score; -1 if none.
+def _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching: str = "gap", top: int = 1):
+    """(M, top, 2): the `top` best (candidate index, neuron index) per domain by heuristic score, best
+    first; (-1, -1) where a domain has fewer candidates.
 
     "gap" (default; a BBPS-style estimate of the bound improvement): |A| times the gap between the
     relaxation lines at the interval midpoint. "width" (the BaBSR-style fallback for general neurons):
     |A| times the interval width, ignoring the function's shape. ReLUs always use BaBSR's intercept score."""
     open_rows = (best <= 0).to(best.dtype).unsqueeze(-1)  # (M, R, 1)
-    best_score = torch.full((M,), -0.5, dtype=best.dtype)
-    choice = torch.full((M, 2), -1, dtype=torch.long)
+    all_sc, all_id = [], []
     for ni, c in enumerate(nodes):
         n = c.node
         A = collect.get(n.name)
@@ -204,12 +279,61 @@ def _branching(engine, obj, nodes, bounds, collect, best, M, R, branching: str =
                 gap = torch.where(cand, uf - lf, torch.zeros_like(gap))
             mass = (A.abs() * open_rows).sum(1)
         sc = torch.where(cand, mass * gap, torch.full_like(gap, -1.0))
-        m, j = sc.max(1)
-        better = m > best_score
-        best_score = torch.where(better, m, best_score)
-        choice[better, 0] = ni
-        choice[better, 1] = j[better]
+        t = min(top, sc.shape[1])
+        v, j = sc.topk(t, dim=1)
+        all_sc.append(v)
+        all_id.append(torch.stack([torch.full_like(j, ni), j], -1))
+    choice = torch.full((M, top, 2), -1, dtype=torch.long)
+    if not all_sc:
+        return choice
+    sc, ids = torch.cat(all_sc, 1), torch.cat(all_id, 1)
+    t = min(top, sc.shape[1])
+    v, k = sc.topk(t, dim=1)
+    picked = ids.gather(1, k.unsqueeze(-1).expand(-1, -1, 2))
+    picked[v < 0] = -1
+    choice[:, :t] = picked
     return choice
+
+
+@torch.no_grad()
+def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas, use_tables: bool = True):
+    """Filtered smart branching (FSB): among each domain's heuristic candidates (M, K, 2), pick the one
+    whose two children have the best worse-child bound, each child bounded by one CROWN pass with the
+    domain's optimised α and β (the new split's β starts at 0). Returns (M, 2)."""
+    M, K = cands.shape[:2]
+    graph = engine.graph
+    values = [c.value for c in nodes]
+    lo = {v: torch.full((M, int(bounds[v][0][0].numel())), -torch.inf, dtype=L.dtype) for v in values}
+    hi = {v: torch.full_like(lo[v], torch.inf) for v in values}
+    rep = lambda t, axis: torch.cat([t, t], axis)  # noqa: E731  (two children per domain)
+    al2 = {}
+    for name, a in alphas.items():
+        n_shape = len(graph.shape_of(engine.nodes[engine.index[name]].inputs[0]))
+        al2[name] = (a, 0 if a.dim() == n_shape + 2 else 1)
+    be2 = {v: tuple(rep(t, 0) for t in b) for v, b in betas.items()}
+    A2 = rep(A0, 0)
+    best_val = torch.full((M,), -torch.inf, dtype=L.dtype)
+    best_k = torch.zeros(M, dtype=torch.long)
+    for k in range(K):
+        branch = cands[:, k]
+        valid = branch[:, 0] >= 0
+        if not bool(valid.any()):
+            break
+        c_lo, c_hi = split_children(nodes, lo, hi, branch.clamp(min=0) * valid.unsqueeze(-1), bounds, use_tables)
+        child_bounds = _constrained_bounds(engine, {key: (rep(l, 0), rep(u, 0)) for key, (l, u) in bounds.items()},
+                                           2 * M, c_lo, c_hi)
+        al = {}
+        for name, (a, axis) in al2.items():
+            node = engine.nodes[engine.index[name]]
+            l, u = child_bounds[node.inputs[0]]
+            al[name] = engine.rules[name].alpha_project(rep(a, axis), l, u, node.attrs)
+        lb = engine.backward(graph.output, A2, child_bounds, rep(L, 0), rep(U, 0), al, be2) - obj.d.unsqueeze(0)
+        worse = torch.minimum(*obj.score(lb).reshape(2, M))
+        worse = torch.where(valid, worse, torch.full_like(worse, -torch.inf))
+        better = worse > best_val
+        best_val = torch.where(better, worse, best_val)
+        best_k = torch.where(better, torch.full_like(best_k, k), best_k)
+    return cands[torch.arange(M), best_k]
 
 
 def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor,
@@ -217,8 +341,8 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
                             use_tables: bool = True, branching: str = "gap", root=None) -> SearchResult:
     """Search until every domain is verified, a counterexample is confirmed, or time/memory runs out.
 
-    `root` = (lower bounds, intermediate bounds) of an α-CROWN pass already made on the whole region
-    (the driver's incomplete step); without it the search makes its own."""
+    `root` = (lower bounds, intermediate bounds, output α) of an α-CROWN pass already made on the whole
+    region (the driver's incomplete step); without it the search makes its own."""
     graph = engine.graph
     nodes = split_candidates(engine)
     if not nodes:
@@ -228,19 +352,25 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
     if root is None:
         budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
         opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget, optimize_intermediate=True)
-        lb_root, root_bounds, _ = alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d)
+        lb_root, root_bounds, alphas = alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d)
         root_bounds = {k: (l.detach(), u.detach()) for k, (l, u) in root_bounds.items()}
+        root_alpha = {k: a.detach() for k, a in alphas["__output__"].items()}
     else:
-        lb_root, root_bounds = root
+        lb_root, root_bounds, root_alpha = root
     if bool(obj.score(lb_root)[0] > tol):
         return SearchResult("unsat", domains=1)
+    # terms already verified at the root stay verified in every sub-domain: bound only the open ones
+    obj = obj.open_terms(lb_root.detach().reshape(1, -1) - tol)
+    warm = _row_alphas(engine, root_alpha, obj.rows)
     dtype = lower.dtype
     sizes = {v: int(torch.tensor(graph.shape_of(v)).prod()) for v in values}
     lo_c = {v: torch.full((1, sizes[v]), -torch.inf, dtype=dtype) for v in values}
     hi_c = {v: torch.full((1, sizes[v]), torch.inf, dtype=dtype) for v in values}
     with torch.enable_grad():
         lb, choice, _, _, _ = bound_domains(engine, obj, root_bounds, lower, upper, lo_c, hi_c, nodes,
-                                            settings.beta_iters, settings.lr, deadline, branching=branching)
+                                            settings.beta_iters, settings.lr, deadline, branching=branching,
+                                            warm=warm, fsb=settings.fsb, use_tables=use_tables,
+                                            beta_lr=settings.bab_lr)
     doms = Domains(lo_c, hi_c, obj.score(lb), choice)
     domains = 1
     half = max(1, settings.batch_size // 2)
@@ -260,31 +390,12 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
         keep[pick] = False
         parents = doms.take(pick)
         rest = doms.take(keep.nonzero().flatten())
-        c_lo, c_hi = {}, {}
-        for ni, (cand, v) in enumerate(zip(nodes, values)):
-            node = cand.node
-            lo_p, hi_p = parents.lo[v], parents.hi[v]
-            left_hi, right_lo = hi_p.clone(), lo_p.clone()
-            sel = (parents.branch[:, 0] == ni).nonzero().flatten()
-            if sel.numel():
-                cols = parents.branch[sel, 1]
-                rl, ru = root_bounds[v]
-                l_now = torch.maximum(rl.reshape(1, -1).expand(k, -1)[sel, cols], lo_p[sel, cols])
-                u_now = torch.minimum(ru.reshape(1, -1).expand(k, -1)[sel, cols], hi_p[sel, cols])
-                if cand.other is not None:  # a product factor: bisect
-                    point = (l_now + u_now) / 2
-                elif node.op in ("relu", "leakyrelu"):
-                    point = torch.zeros_like(l_now)
-                else:
-                    point = split_points(node.op, l_now, u_now, node.attrs, use_tables=use_tables)
-                    point = torch.minimum(torch.maximum(point, l_now), u_now)
-                left_hi[sel, cols] = point
-                right_lo[sel, cols] = point
-            c_lo[v] = torch.cat([lo_p, right_lo])
-            c_hi[v] = torch.cat([left_hi, hi_p])
+        c_lo, c_hi = split_children(nodes, parents.lo, parents.hi, parents.branch, root_bounds, use_tables)
         with torch.enable_grad():
             clb, cchoice, A_in, Lc, Uc = bound_domains(engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes,
-                                                       settings.beta_iters, settings.lr, deadline, branching=branching)
+                                                       settings.beta_iters, settings.lr, deadline, branching=branching,
+                                                       warm=warm, fsb=settings.fsb, use_tables=use_tables,
+                                                       beta_lr=settings.bab_lr)
         cscore = torch.maximum(obj.score(clb), torch.cat([parents.score, parents.score]))
         domains += 2 * k
         if A_in is not None:

@@ -51,7 +51,8 @@ def _progress_printer(enabled: bool, t0: float):
 def incomplete_bounds(engine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor, method: str,
                       settings, deadline: float):
     """Lower bounds (1, R) of C·y - d over the region by the chosen method, and (for α-CROWN) the
-    optimised intermediate bounds, which the activation-split search reuses as its root."""
+    optimised intermediate bounds and output-objective α, which the activation-split search reuses as
+    its root (every domain's α starts from the root's)."""
     C = obj.C.unsqueeze(0)
     L, U = lower.reshape(1, -1), upper.reshape(1, -1)
     if method in ("ibp", "crown"):
@@ -60,8 +61,11 @@ def incomplete_bounds(engine, obj: Objective, lower: torch.Tensor, upper: torch.
     budget = max(0.0, min(deadline - time.perf_counter(), settings.timeout * 0.5))
     opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget,
                         optimize_intermediate=engine.graph.input_size > settings.input_split_max_dim)
-    lb, bounds, _ = alpha_crown(engine, L, U, C, opts, shift=obj.d, return_state=True)
-    root = (lb, {k: (l.detach(), u.detach()) for k, (l, u) in bounds.items()}) if opts.optimize_intermediate else None
+    lb, bounds, alphas = alpha_crown(engine, L, U, C, opts, shift=obj.d, return_state=True)
+    root = None
+    if opts.optimize_intermediate:
+        root = (lb, {k: (l.detach(), u.detach()) for k, (l, u) in bounds.items()},
+                {k: a.detach() for k, a in alphas.get("__output__", {}).items()})
     return lb, root
 
 
