@@ -43,6 +43,9 @@ def add_verification_options(p: argparse.ArgumentParser) -> None:
                         "for inputs of <= 16 dimensions)")
     p.add_argument("--branching", choices=("gap", "width"), default=Settings.branching,
                    help="score for splitting non-ReLU neurons: relaxation gap (BBPS-style, default) or interval width")
+    p.add_argument("--fsb", type=int, default=Settings.fsb, metavar="K",
+                   help="activation splitting: choose each split among the K best heuristic candidates by filtered "
+                        "smart branching (default 1: the heuristic's first choice)")
     p.add_argument("--progress", action="store_true", help="show branch-and-bound progress on stderr")
     p.add_argument("--verbose", "-v", action="store_true", help="notes and timings on stderr")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -53,7 +56,8 @@ def settings_from_args(args: argparse.Namespace, timeout: float) -> Settings:
         return Settings(method=args.method, no_bab=args.no_bab, timeout=timeout, seed=args.seed,
                         attack_share=args.attack_share, threads=args.threads,
                         dtype="float64" if args.float64 else "float32", verbose=args.verbose,
-                        progress=args.progress, max_domains=args.max_domains, batch_size=args.batch_size, split=args.split, branching=args.branching)
+                        progress=args.progress, max_domains=args.max_domains, batch_size=args.batch_size, split=args.split, branching=args.branching,
+                        fsb=args.fsb)
     except ValueError as e:
         raise InputError(f"bad option: {e}") from None
 
