@@ -146,7 +146,7 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
             # lipsdp-nsr has no cross term, so its optimum sits on the boundary of every pivot: an
             # interior-point solver (Clarabel) is the right default there; the fast solver for the rest
             boundary = method == "lipsdp-nsr" and any(a.kind != "slope" for a in net.activations)
-            pure = all(a.kind != "slope" for a in net.activations)
+            pure = all(a.kind != "slope" for a in net.activations) and not net.residual
             used_solver = solver or (("ipm" if pure else "CLARABEL") if boundary else "fast")
             cert, raw, info = _solve_l2(scaled, tied, coupling, used_solver, time_limit, verbose)
             dual_rho = info.pop("dual_rho", None)
@@ -176,13 +176,17 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
 def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: float, verbose: bool):
     chain = Chain(net, tied=tied, coupling=coupling)
     info: dict[str, Any] = {}
-    factors = None
+    factors, warm = None, None
     if solver.lower() == "fast":
         from verify.lipsdp.fast import solve_fast
 
-        r = solve_fast(chain, time_limit=time_limit)
+        t = time.monotonic()
+        warm = _nsr_warm_start(net, chain, time_limit / 3)
+        if warm is not None:
+            info["warm_start"] = "lipsdp-nsr (ipm)"
+        r = solve_fast(chain, theta0=warm, time_limit=time_limit - (time.monotonic() - t))
         theta, raw = r.theta, float(np.sqrt(max(r.value, 0.0)))
-        info.update(iterations=r.iterations, evaluations=r.evaluations, solve_seconds=r.seconds)
+        info.update(iterations=r.iterations, evaluations=r.evaluations, solve_seconds=time.monotonic() - t)
     elif solver.lower() == "ipm":
         from verify.lipsdp.ipm import solve_ipm, supports
 
@@ -202,14 +206,39 @@ def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: f
     if theta is None:
         info["certificate"] = "solver returned no multipliers"
         return np.inf, raw, info
-    try:
-        rho, t, used = certify_with_repair(chain, theta)
-    except NotPositiveDefinite:
+    best = (np.inf, None, None)
+    for cand in [theta] + ([] if warm is None else [warm]):
+        try:
+            best = min(best, certify_with_repair(chain, cand), key=lambda c: c[0])
+        except NotPositiveDefinite:
+            continue
+    rho, t, used = best
+    if used is None:
         info["certificate"] = "multipliers could not be certified"
         return np.inf, raw, info
     info["repair_t"] = t
     info.update(_dual(chain, used, factors))
     return float(np.sqrt(rho)), raw, info
+
+
+def _nsr_warm_start(net: LipNet, chain: Chain, time_limit: float) -> np.ndarray | None:
+    """For the extended GroupSort QCs on nets the barrier solver handles: the seed paper's multipliers (its
+    optimum, to 1e-4, from `verify.lipsdp.ipm`) as a starting point, with b = a (no cross term).
+
+    The extended set contains the paper's, so this point is feasible and certifies the paper's value; the
+    first-order solver only improves on it (and both are certified, the better reported). On deep MaxMin
+    nets it is a far better start than the norm-based reference (18fc_128: 19978 after 20 s against 34188
+    from the reference in 18 s).
+    """
+    from verify.lipsdp.ipm import solve_ipm, supports
+
+    if chain.qcs[0].tied or any("b" not in q.names for q in chain.qcs):
+        return None
+    paper = Chain(net, coupling="paper")
+    if not supports(paper):
+        return None
+    r = solve_ipm(paper, time_limit=time_limit, rel_gap=1e-4)
+    return chain.pack([dict(m, b=m["a"]) for m in paper.unpack(r.theta)])
 
 
 def _dual(chain: Chain, theta: np.ndarray, factors) -> dict[str, Any]:
