@@ -7,10 +7,11 @@ enter the working set. When none violates, the certificate priced over all patte
 for the full pattern set.
 
 `pattern_search` goes beyond a fixed pattern set: it starts from the patterns of a briefly trained
-network and adds new patterns found by local ascent on the dual constraint max_{‖u‖≤1} ±λᵀ(Xu)₊ (the
-pricing problem over *all* patterns, which is nonconvex), and reports two lower bounds on the
-all-patterns optimum: a certified one (the pricing bounded above by ‖(λ_S)‖·σ_max(X_S) over the points
-with λ of the right sign) and an estimate (the best ascent value taken as the exact pricing value).
+network and alternates exact convex solves (interior point) with short Adam runs from the convex
+optimum's network, whose neurons move across data points and so bring the patterns the optimum wants
+next. It reports two lower bounds on the all-patterns optimum: a certified one (the pricing problem
+max_{‖u‖≤1} ±λᵀ(Xu)₊ bounded above by ‖(λ_S)‖·σ_max(X_S) over the points with λ of the right sign) and
+an estimate (the best local-ascent value taken as the exact pricing value).
 """
 from __future__ import annotations
 
@@ -62,62 +63,71 @@ def solve_colgen(prob: ConvexProblem, init: int = 100, add: int = 200, max_round
         new = viol[np.argsort(-score[viol])][:add]
         cols = np.concatenate([cols, new])
     cert = prob.certificate(V, W, duals=duals)
-    return {"V": V, "W": W, "certificate": cert, "rounds": rounds, "working_set": int(len(cols)),
+    return {"V": V, "W": W, "certificate": cert, "rounds": rounds, "working_set": len(cols),
             "seconds": time.perf_counter() - t0}
 
 
 # ------------------------------------------------------------------------------------ pattern search
-def adam_init(X: np.ndarray, y: np.ndarray, beta: float, hidden: int = 200, steps: int = 2000,
-              seed: int = 0, lr: float = 1e-2) -> dict:
-    """Train a two-layer ReLU net by Adam on the same objective (X includes the bias column) and map it to
-    a feasible point of the convex program over its own patterns: neuron (u_j, a_j) gives v = |a_j| u_j
-    (a_j > 0) or w = |a_j| u_j (a_j < 0) in the cone of D_j = 1[X u_j ≥ 0]; neurons sharing a pattern are
-    summed (still in the cone, norm not larger). Returns D, V, W and Adam's final objective."""
+def _adam(X: np.ndarray, y: np.ndarray, beta: float, U: np.ndarray, a: np.ndarray, steps: int,
+          lr: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Adam on the nonconvex objective ½‖relu(XU)a − y‖² + (β/2)(‖U‖² + ‖a‖²) from (U, a)."""
     import torch
 
-    g = torch.Generator().manual_seed(seed)
     Xt = torch.as_tensor(X, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64)
-    U = (torch.randn(X.shape[1], hidden, generator=g, dtype=torch.float64) / np.sqrt(X.shape[1])).requires_grad_()
-    a = (torch.randn(hidden, generator=g, dtype=torch.float64) / np.sqrt(hidden)).requires_grad_()
-    opt = torch.optim.Adam([U, a], lr=lr)
+    Ut = torch.tensor(U, dtype=torch.float64, requires_grad=True)
+    at = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([Ut, at], lr=lr)
     loss = torch.tensor(0.0)
     for _ in range(steps):
         opt.zero_grad()
-        f = torch.relu(Xt @ U) @ a
-        loss = 0.5 * ((f - yt) ** 2).sum() + 0.5 * beta * ((U ** 2).sum() + (a ** 2).sum())
+        f = torch.relu(Xt @ Ut) @ at
+        loss = 0.5 * ((f - yt) ** 2).sum() + 0.5 * beta * ((Ut ** 2).sum() + (at ** 2).sum())
         loss.backward()
         opt.step()
-    Ud, ad = U.detach().numpy(), a.detach().numpy()
-    Dall = X @ Ud >= 0
+    return Ut.detach().numpy(), at.detach().numpy(), float(loss.detach())
+
+
+def neurons_to_convex(X: np.ndarray, U: np.ndarray, a: np.ndarray) -> dict:
+    """A network's neurons as a feasible point of the convex program over their own patterns: neuron
+    (u_j, a_j) gives v = |a_j| u_j (a_j > 0) or w = |a_j| u_j (a_j < 0) in the cone of D_j = 1[X u_j ≥ 0];
+    neurons sharing a pattern are summed (still in the cone, norm not larger). Returns D, V, W."""
+    Dall = X @ U >= 0
     D = dedupe(Dall)
     keys = {col.tobytes(): i for i, col in enumerate(D.T)}
     V = np.zeros((X.shape[1], D.shape[1]))
     W = np.zeros_like(V)
-    for j in range(hidden):
+    for j in range(U.shape[1]):
         i = keys.get(Dall[:, j].tobytes())
         if i is None:  # a dead neuron (all-zero pattern): contributes nothing
             continue
-        if ad[j] >= 0:
-            V[:, i] += ad[j] * Ud[:, j]
+        if a[j] >= 0:
+            V[:, i] += a[j] * U[:, j]
         else:
-            W[:, i] -= ad[j] * Ud[:, j]
-    return {"D": D, "V": V, "W": W, "objective": float(loss.detach())}
+            W[:, i] -= a[j] * U[:, j]
+    return {"D": D, "V": V, "W": W}
 
 
-def _warm_state(prob: ConvexProblem, V: np.ndarray, W: np.ndarray, prev: dict | None = None) -> dict:
-    """An ADMM state at (V, W): previous duals kept for the old columns, zero for new ones (ADMM fills
-    in the slack)."""
-    P = prob.P
-    U = np.concatenate([V, W], axis=1)
-    st = {"U": U, "Z": U.copy(), "A": np.zeros_like(U), "N": np.zeros((prob.n, 2 * P))}
-    if prev is not None:
-        p0 = prev["U"].shape[1] // 2
-        for key in ("A", "N"):
-            st[key][:, :p0] = prev[key][:, :p0]
-            st[key][:, P:P + p0] = prev[key][:, p0:]
-        st["rho"] = prev["rho"]
-    return st
+def convex_to_neurons(V: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse map for the non-zero columns: v ↦ (v/√‖v‖, +√‖v‖), w ↦ (w/√‖w‖, −√‖w‖)."""
+    nv, nw = np.linalg.norm(V, axis=0), np.linalg.norm(W, axis=0)
+    U = np.concatenate([V[:, nv > 0] / np.sqrt(nv[nv > 0]), W[:, nw > 0] / np.sqrt(nw[nw > 0])], axis=1)
+    a = np.concatenate([np.sqrt(nv[nv > 0]), -np.sqrt(nw[nw > 0])])
+    return U, a
+
+
+def adam_init(X: np.ndarray, y: np.ndarray, beta: float, hidden: int = 200, steps: int = 2000,
+              seed: int = 0, lr: float = 1e-2) -> dict:
+    """Train a two-layer ReLU net by Adam on the same objective (X includes the bias column) from a
+    random start and map it to the convex program over its own patterns (`neurons_to_convex`).
+    Returns D, V, W and Adam's final objective."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    U0 = torch.randn(X.shape[1], hidden, generator=g, dtype=torch.float64).numpy() / np.sqrt(X.shape[1])
+    a0 = torch.randn(hidden, generator=g, dtype=torch.float64).numpy() / np.sqrt(hidden)
+    U, a, obj = _adam(X, y, beta, U0, a0, steps, lr)
+    return {**neurons_to_convex(X, U, a), "objective": obj}
 
 
 def ascend_patterns(X: np.ndarray, lam: np.ndarray, starts: np.ndarray, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -146,62 +156,63 @@ def certified_pricing_bound(X: np.ndarray, lam: np.ndarray) -> float:
     return out
 
 
-def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int = 500, rounds: int = 6,
-                   add: int = 60, starts: int = 400, hidden: int = 200, adam_steps: int = 8000,
-                   adam_lr: float = 3e-3, seed: int = 0, admm_tol: float = 1e-6, admm_time: float = 3.0,
+def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int = 500, rounds: int = 8,
+                   starts: int = 400, hidden: int = 200, adam_steps: int = 8000, adam_lr: float = 3e-3,
+                   refine_steps: int = 1500, refine_lr: float = 1e-3, seed: int = 0, ipm_tol: float = 1e-6,
                    time_limit: float = 30.0, progress: bool = False) -> dict:
-    """Column generation over all patterns from an Adam warm start (its patterns *and* its weights as the
-    first ADMM iterate); returns the best V, W, D, the certificate of that restricted program, the trace
-    and the lower bounds on the all-patterns optimum."""
-    from verify.train.convex.admm import admm, split
+    """Alternate the exact convex program on a pattern set with Adam moving its hyperplanes.
 
-    t0 = time.perf_counter()
+    Round 0 takes the patterns of an Adam-trained network (`hidden` neurons, `adam_steps` steps).
+    Every round solves the convex program over the current patterns exactly (`ipm.solve_interior`,
+    certified to ~`ipm_tol`), turns the optimum into its network, lets Adam refine that network for
+    `refine_steps` steps (its neurons cross data points, i.e. change pattern: the moves the convex
+    program over fixed patterns cannot make) and takes as the next pattern set the optimum's support
+    plus the refined network's patterns (at most `max_patterns`). A round starts only when the time
+    left is estimated to suffice. Each round also evaluates two lower bounds on the *all-patterns*
+    optimum at its dual point λ = y − ŷ: certified (pricing bounded above by
+    `certified_pricing_bound`, loose) and an estimate (the best of `starts` fixed-point ascents taken
+    as the exact pricing value: not a proof, and it can exceed the optimum when the ascent misses the
+    maximiser). Returns the best round's V, W, D and certificate (over its own patterns), the trace and
+    the bounds."""
+    from verify.train.convex.ipm import solve_interior
+
+    t0, c0 = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(seed)
     init = adam_init(X, y, beta, hidden=hidden, steps=adam_steps, seed=seed, lr=adam_lr)
-    D, V, W = init["D"], init["V"], init["W"]
-    state = None
+    D = init["D"][:, :max_patterns]
     trace = []
     best = None
+    last = 0.0
     for r in range(rounds + 1):
+        t_round = time.perf_counter()
         prob = ConvexProblem(X, y, D, beta)
-        warm = _warm_state(prob, V, W, state)
-        left = time_limit - (time.perf_counter() - t0)
-        state = admm(prob, tol=admm_tol, time_limit=max(0.5, min(admm_time, left)), warm=warm, max_iters=100_000)
-        V, W = prob.project_to_cones(*split(prob, state["Z"]))
-        obj = prob.objective(V, W)
+        res = solve_interior(prob, tol=ipm_tol, working_set=max_patterns)
+        V, W, cert = res["V"], res["W"], res["certificate"]
         lam = y - prob.predict(V, W)
-        cand_start = np.concatenate([rng.standard_normal((X.shape[1], starts)),
-                                     V[:, np.linalg.norm(V, axis=0) > 0], W[:, np.linalg.norm(W, axis=0) > 0]], axis=1)
-        Dp, vp = ascend_patterns(X, lam, cand_start)
-        Dm, vm = ascend_patterns(X, -lam, cand_start)
+        cand_start = np.concatenate([rng.standard_normal((X.shape[1], starts)), V, W], axis=1)
+        _, vp = ascend_patterns(X, lam, cand_start)
+        _, vm = ascend_patterns(X, -lam, cand_start)
         est = float(max(vp.max(initial=0.0), vm.max(initial=0.0)))
         lb_est, _ = prob.dual_value(lam, est)
         lb_cert, _ = prob.dual_value(lam, max(certified_pricing_bound(X, lam), est))
-        rec = {"round": r, "patterns": int(D.shape[1]), "objective": obj, "admm_iters": state["iters"],
-               "lower_bound_estimate": lb_est, "lower_bound_certified": lb_cert,
-               "seconds": time.perf_counter() - t0}
+        rec = {"round": r, "patterns": int(D.shape[1]), "objective": cert["primal"], "rel_gap": cert["rel_gap"],
+               "ipm_iters": res["iters"], "lower_bound_estimate": lb_est, "lower_bound_certified": lb_cert,
+               "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
         trace.append(rec)
         if progress:
             print(f"pattern search {rec}", file=sys.stderr)
-        if best is None or obj < best["objective"]:
-            best = {"objective": obj, "V": V, "W": W, "D": D}
-        room = max_patterns - D.shape[1]
-        if r == rounds or room <= 0 or time.perf_counter() - t0 > time_limit:
+        if best is None or cert["primal"] < best["certificate"]["primal"]:
+            best = {"V": V, "W": W, "D": D, "certificate": cert}
+        if r == rounds:
             break
-        cand = np.concatenate([Dp[:, vp > beta], Dm[:, vm > beta]], axis=1)
-        vals = np.concatenate([vp[vp > beta], vm[vm > beta]])
-        if cand.shape[1] == 0:
+        last = time.perf_counter() - t_round
+        if time.perf_counter() - t0 + 1.5 * last > time_limit:
             break
-        cand = cand[:, np.argsort(-vals)]
-        merged = dedupe(np.concatenate([D, cand], axis=1))
-        P0 = D.shape[1]
-        D = merged[:, :min(merged.shape[1], P0 + min(add, room))]
-        k = D.shape[1] - P0
-        V = np.concatenate([V, np.zeros((X.shape[1], k))], axis=1)
-        W = np.concatenate([W, np.zeros((X.shape[1], k))], axis=1)
-    final = ConvexProblem(X, y, best["D"], beta)
-    cert = final.certificate(best["V"], best["W"])
-    return {"V": best["V"], "W": best["W"], "D": best["D"], "certificate": cert,
+        U, a = convex_to_neurons(V, W)
+        U, a, _ = _adam(X, y, beta, U, a, refine_steps, refine_lr)
+        used = (np.linalg.norm(V, axis=0) > 0) | (np.linalg.norm(W, axis=0) > 0)
+        D = dedupe(np.concatenate([D[:, used], X @ U >= 0], axis=1))[:, :max_patterns]
+    return {"V": best["V"], "W": best["W"], "D": best["D"], "certificate": best["certificate"],
             "adam_objective": init["objective"], "trace": trace,
             "dual_lower_bound_full": max(t["lower_bound_certified"] for t in trace),
             "dual_lower_bound_full_estimate": max(t["lower_bound_estimate"] for t in trace),
