@@ -1,7 +1,7 @@
 """Benchmark of `verify.lipschitz`: the structure-exploiting solver against plain cvxpy + SCS, same run.
 
 Nets: 10-h-h-10 ReLU (torch.manual_seed(0), default nn.Linear init, layers created in order) for the
-widths given, and the seed paper's MaxMin nets from shared/data/lipschitz (lipsdp-nsr with the barrier
+widths given, the residual MaxMin nets (resweights_*) named by --residual, and the seed paper's MaxMin nets from shared/data/lipschitz (lipsdp-nsr with the barrier
 solver, whose value the paper lists, and lipsdp-neuron with the fast solver). For each: wall time and the
 CERTIFIED bound (recomputed from the multipliers in float64) per method, the dual bound on the SDP optimum
 (`sdp_lower`) and the relative gap (upper - sdp_lower) / upper, the raw solver objective, the norm product
@@ -62,6 +62,9 @@ def main() -> int:
     ap.add_argument("--scs-max", type=int, default=200, help="largest width also solved with cvxpy + SCS")
     ap.add_argument("--maxmin", nargs="*", default=["8fc_128", "18fc_128"])
     ap.add_argument("--scs-maxmin", nargs="*", default=[], help="MaxMin nets also solved with SCS")
+    ap.add_argument("--residual", nargs="*", default=[], help="residual MaxMin nets (resweights_KEY.mat)")
+    ap.add_argument("--nsr-residual", nargs="*", default=[], help="residual nets also run with lipsdp-nsr "
+                    "(Clarabel: minutes and GBs beyond 5_32)")
     ap.add_argument("--fast-limit", type=float, default=120.0, help="time limit of the fast solver (s)")
     ap.add_argument("--nsr-limit", type=float, default=120.0, help="time limit of the barrier solver (s)")
     ap.add_argument("--out", default=None)
@@ -81,6 +84,15 @@ def main() -> int:
         if key in args.scs_maxmin:
             methods.append(("lipsdp-nsr", "SCS", None))
         run(f"MaxMin {key}", path, methods, rows)
+    for key in args.residual:
+        path = DATA / f"resweights_{key}.mat"
+        if not path.exists():
+            print(f"skipping {key}: {path} missing", file=sys.stderr)
+            continue
+        methods = [("naive", None, None), ("lipsdp-neuron", "fast", args.fast_limit)]
+        if key in args.nsr_residual:
+            methods.append(("lipsdp-nsr", None, args.nsr_limit))
+        run(f"residual {key}", path, methods, rows)
     print("| net | method | solver | time (s) | certified upper | SDP dual bound | gap | raw solver value "
           "| lower | norm product |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")

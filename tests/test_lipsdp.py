@@ -314,7 +314,7 @@ def test_residual_mat_bounds():
     Ws = net.weights
     trivial = np.linalg.norm(Ws[0], 2) * np.prod([1 + np.linalg.norm(W, 2) for W in Ws[1:-1]]) \
         * np.linalg.norm(Ws[-1], 2)
-    r = lipschitz(p, method="lipsdp-neuron", samples=8)
+    r = lipschitz(p, method="lipsdp-neuron", samples=4, time_limit=8)
     assert r.naive == pytest.approx(trivial, rel=1e-9)
     _bracket_ok(r)
     assert r.upper < 0.5 * r.naive and r.sdp_lower <= r.upper
