@@ -50,8 +50,7 @@ def _accuracy(net, X: np.ndarray, y: np.ndarray) -> float:
 
 
 def run(args) -> int:
-    from verify.train.convex import data
-    from verify.train.convex import fit
+    from verify.train.convex import data, fit
 
     t0 = time.perf_counter()
     ds = data.load(args.dataset, seed=args.seed)

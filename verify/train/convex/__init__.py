@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["fit", "FitResult"]
+__all__ = ["FitResult", "fit"]
 
 
 def __getattr__(name: str):

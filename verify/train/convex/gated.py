@@ -62,7 +62,6 @@ def solve_gated(prob: ConvexProblem, tol: float = 1e-6, max_iters: int = 5000) -
     L *= 1.01
     U = np.zeros((prob.d, prob.P))
     Yk, tk = U.copy(), 1.0
-    obj = lambda U: 0.5 * float(np.sum((F(U) - y) ** 2)) + beta * float(np.linalg.norm(U, axis=0).sum())
     cert = None
     for it in range(1, max_iters + 1):
         G = Yk - Ft(F(Yk) - y) / L

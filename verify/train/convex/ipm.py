@@ -361,16 +361,18 @@ def solve_ipm(prob: ConvexProblem, tol: float = 1e-8, max_iters: int = 80, cols:
             "seconds": time.perf_counter() - t0}
 
 
-def solve_interior(prob: ConvexProblem, tol: float = 1e-8, working_set: int = 300, add: int = 200,
+def solve_interior(prob: ConvexProblem, tol: float = 1e-7, working_set: int = 300, add: int = 200,
                    max_rounds: int = 20, verbose: int = 0, init_cols: np.ndarray | None = None,
-                   screen_iters: int = 100) -> dict:
+                   screen_iters: int = 100, drop_idle: bool = True) -> dict:
     """The program solved to a certified optimum: the IPM on a working set of patterns (all of them when
     P ≤ `working_set`), every other pattern priced with the dual constraint, violators added, until none
     is left; then the rigorous certificate over all patterns. Returns V, W, certificate and statistics.
 
     The first working set is `init_cols` if given, else (P > `working_set`) the ⅔·working_set patterns
     that `screen_iters` ADMM iterations make most active (largest ‖z_v‖ + ‖z_w‖). Pricing reuses multipliers: a pattern priced by NNLS at an earlier λ keeps its μ, and
-    ‖F_iᵀλ + A_iᵀμ‖ (cheap, batched) certifies it again unless it exceeds β; only those get a new NNLS."""
+    ‖F_iᵀλ + A_iᵀμ‖ (cheap, batched) certifies it again unless it exceeds β; only those get a new NNLS.
+    With `drop_idle`, patterns of the working set that are zero at its optimum leave it when new ones
+    enter, so each round's IPM stays near the support's size."""
     from verify.train.convex.cvx import prune
 
     t0 = time.perf_counter()
@@ -408,7 +410,11 @@ def solve_interior(prob: ConvexProblem, tol: float = 1e-8, working_set: int = 30
         if viol.size == 0:
             break
         new = out[viol[np.argsort(-score[viol])][:add]]
-        cols = np.sort(np.concatenate([cols, new]))
+        # patterns of the working set that its optimum leaves at zero leave it (priced with all others
+        # next round, they come back if the new optimum wants them)
+        nrm = np.linalg.norm(V[:, cols], axis=0) + np.linalg.norm(W[:, cols], axis=0)
+        idle = nrm <= 1e-6 * nrm.max(initial=0.0) if drop_idle else np.zeros(len(cols), dtype=bool)
+        cols = np.sort(np.concatenate([cols[~idle], new]))
     Vp, Wp = prob.project_to_cones(*prune(prob, V, W))
     cert = prob.certificate(Vp, Wp, duals=[lam], multipliers=[store], residual_dual=False)
     return {"V": Vp, "W": Wp, "certificate": cert, "iters": iters, "rounds": rounds, "working_set": len(cols),

@@ -61,7 +61,7 @@ def export_onnx(net: nn.Sequential, path: str | Path, input_name: str = "input",
     from onnx import TensorProto, helper, numpy_helper
 
     W1, b1, W2, b2 = (x.astype(np.float32) for x in module_weights(net))
-    h, d_in = W1.shape
+    _, d_in = W1.shape
     inits = [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(b1, "b1"),
              numpy_helper.from_array(W2, "W2"), numpy_helper.from_array(b2, "b2")]
     nodes = [helper.make_node("Gemm", [input_name, "W1", "b1"], ["hidden"], name="fc1", transB=1),

@@ -61,7 +61,7 @@ def enumerate_patterns(X: np.ndarray, max_subsets: int = 2_000_000, tol: float =
     scale = np.linalg.norm(X, axis=1).max()
     for S in combinations(range(n), d - 1):
         S = list(S)
-        _, sv, Vt = np.linalg.svd(X[S], full_matrices=True)
+        Vt = np.linalg.svd(X[S], full_matrices=True)[2]
         g = Vt[-1]
         for s in (1.0, -1.0):
             z = s * (X @ g)

@@ -115,7 +115,8 @@ class ConvexProblem:
             # ‖Π_K(g)‖ = dist(g, K°) with K° = {−Aᵀμ : μ ≥ 0}
             for need, r, sign, col in ((need_v, rv, 1.0, idx[k]), (need_w, rw, -1.0, self.P + idx[k])):
                 if need[k]:
-                    dist, m = _cone_dist(A, sign * g)
+                    support = None if mu is None else mu[:, col] > 0
+                    dist, m = _cone_dist(A, sign * g, support, self.beta * (1 + mu_slack))
                     r[k] = min(r[k], dist)
                     if store is not None:
                         store[:, col] = m
@@ -169,9 +170,21 @@ class ConvexProblem:
         }
 
 
-def _cone_dist(A: np.ndarray, g: np.ndarray) -> tuple[float, np.ndarray]:
-    """(min_{μ≥0} ‖g + Aᵀμ‖, the minimiser μ) = (‖Π_K(g)‖, its multipliers) for K = {u : A u ≥ 0}."""
+def _cone_dist(A: np.ndarray, g: np.ndarray, support: np.ndarray | None = None,
+               accept: float = 0.0) -> tuple[float, np.ndarray]:
+    """(min_{μ≥0} ‖g + Aᵀμ‖, the minimiser μ) = (‖Π_K(g)‖, its multipliers) for K = {u : A u ≥ 0}.
+
+    support: rows where a nearby problem's multipliers were positive: the least-squares multipliers on
+    them (clipped at 0) give an upper bound ‖g + A_Sᵀμ_S‖, returned without NNLS when it is ≤ `accept`."""
     if np.all(A @ g >= 0):  # g ∈ K: it is its own projection
         return float(np.linalg.norm(g)), np.zeros(A.shape[0])
+    if support is not None and support.any():
+        As = A[support]
+        c = np.maximum(np.linalg.lstsq(As.T, -g, rcond=None)[0], 0.0)
+        r = float(np.linalg.norm(g + As.T @ c))
+        if r <= accept:
+            mu = np.zeros(A.shape[0])
+            mu[support] = c
+            return r, mu
     mu, r = nnls(A.T, -g, maxiter=50 * A.shape[0])
     return float(r), mu

@@ -110,7 +110,11 @@ def fit(X: np.ndarray, y: np.ndarray, beta: float = 0.1, patterns=100, solver: s
             V, W, D, cert = res["V"], res["W"], res["D"], res["certificate"]
             info["robust_train_acc"] = res["robust_train_acc"]
         elif gated:
-            from verify.train.convex.gated import gated_to_relu, scenario_bound, solve_gated
+            from verify.train.convex.gated import (
+                gated_to_relu,
+                scenario_bound,
+                solve_gated,
+            )
 
             g = solve_gated(prob, tol=min(tol, 1e-4))
             conv = gated_to_relu(prob, g["U"], tol=tol, max_iters=max_iters, time_limit=time_limit)
