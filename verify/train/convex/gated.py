@@ -90,17 +90,19 @@ def gated_certificate(prob: ConvexProblem, U: np.ndarray) -> dict:
     return {"primal": primal, "dual": dual, "gap": primal - dual, "rel_gap": (primal - dual) / max(primal, 1e-300)}
 
 
-def gated_to_relu(prob: ConvexProblem, U: np.ndarray, solver: str = "admm", **solver_kw) -> dict:
-    """Solve the ReLU program on the patterns the gated solution uses; returns V, W (over *all* of
-    prob's patterns, zero outside the support) and the bracket [relaxation lower bound, ReLU objective]."""
+def gated_to_relu(prob: ConvexProblem, U: np.ndarray, solver: str = "ipm", **solver_kw) -> dict:
+    """Solve the ReLU program on the patterns the gated solution uses (solver "ipm", "admm" or "cvxpy",
+    with `solver_kw`); returns V, W (over *all* of prob's patterns, zero outside the support) and the
+    bracket [relaxation lower bound, ReLU objective]."""
     from verify.train.convex.admm import solve_admm
     from verify.train.convex.cvx import solve_cvxpy
+    from verify.train.convex.ipm import solve_interior
 
     keep = np.flatnonzero(np.linalg.norm(U, axis=0) > 0)
     if keep.size == 0:
         keep = np.arange(min(1, prob.P))
     sub = ConvexProblem(prob.X, prob.y, prob.D[:, keep], prob.beta)
-    res = solve_admm(sub, **solver_kw) if solver == "admm" else solve_cvxpy(sub, **solver_kw)
+    res = {"ipm": solve_interior, "admm": solve_admm, "cvxpy": solve_cvxpy}[solver](sub, **solver_kw)
     V = np.zeros((prob.d, prob.P))
     W = np.zeros((prob.d, prob.P))
     V[:, keep], W[:, keep] = res["V"], res["W"]

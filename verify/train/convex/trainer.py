@@ -117,7 +117,7 @@ def fit(X: np.ndarray, y: np.ndarray, beta: float = 0.1, patterns=100, solver: s
             )
 
             g = solve_gated(prob, tol=min(tol, 1e-4))
-            conv = gated_to_relu(prob, g["U"], tol=tol, max_iters=max_iters, time_limit=time_limit)
+            conv = gated_to_relu(prob, g["U"])
             V, W = conv["V"], conv["W"]
             cert = {"primal": conv["relu_objective"], "gap": None}
             info.update({"gated_objective": g["certificate"]["primal"],
