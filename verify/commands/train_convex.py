@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--gated", action="store_true", help="solve the gated-ReLU relaxation, then convert")
     p.add_argument("--eps", type=float, default=None, help="ℓ∞ radius for convex adversarial training")
     p.add_argument("--solver", choices=["auto", "ipm", "admm", "cvxpy", "colgen"], default="auto",
-                   help="auto: colgen (exact column generation) for --patterns all, else ipm (interior point)")
+                   help="auto = ipm (interior point, column generation over large pattern sets); colgen: column "
+                        "generation with Clarabel")
     p.add_argument("--polish", choices=["ipm", "project"], default="ipm",
                    help="ADMM's finish: ipm (exact, on the patterns ADMM found active) or project (cone projection "
                         "of the ADMM iterate)")

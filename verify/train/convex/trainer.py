@@ -69,8 +69,8 @@ def fit(X: np.ndarray, y: np.ndarray, beta: float = 0.1, patterns=100, solver: s
     IPM on the patterns ADMM found active, "project" certifies the ADMM iterate itself) or "cvxpy"
     (`cvxpy_solver`, tolerance `eps`). loss: "squared" (any solver) or "logistic" (cvxpy only).
     adversarial_eps: train the ℓ∞-robust counterpart with radius ε on the (unbiased) features.
-    solver "colgen": exact column generation over the pattern set (best for "all"); "auto": colgen for
-    "all", else ipm.
+    solver "colgen": exact column generation over the pattern set with Clarabel (through cvxpy) as the
+    inner solver; "auto": ipm (which also does column generation when P > 300, e.g. for "all").
     pattern_search: grow the patterns by column generation from a briefly trained network (ignores
     `patterns` beyond its budget). gated: solve the gated-ReLU relaxation, then convert to ReLU.
     """
@@ -80,7 +80,7 @@ def fit(X: np.ndarray, y: np.ndarray, beta: float = 0.1, patterns=100, solver: s
     if X.ndim != 2 or X.shape[0] != y.shape[0]:
         raise ValueError(f"X must be (n, d) and y (n,), got {X.shape} and {y.shape}")
     if solver == "auto":
-        solver = "colgen" if isinstance(patterns, str) else "ipm"
+        solver = "ipm"
     if solver not in ("admm", "cvxpy", "colgen", "ipm"):
         raise ValueError(f"solver must be 'admm', 'ipm', 'cvxpy', 'colgen' or 'auto', not {solver!r}")
     if polish not in ("ipm", "project"):
