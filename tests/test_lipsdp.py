@@ -96,6 +96,7 @@ def test_maxmin_2fc_16_fast():
     r = lipschitz(_data("weights_l2_2fc_16.mat"), method="lipsdp-neuron", samples=16)
     _bracket_ok(r)
     assert r.upper < 22.594  # below the seed paper's LipSDP-NSR value (22.594) with the extended QCs
+    assert r.sdp_lower >= r.upper * (1 - 1e-3)   # and proved within 0.1 % of the extended SDP's optimum
 
 
 # ------------------------------------------------------------------------------ exactness cases
@@ -192,6 +193,14 @@ def test_sdp_lower_below_clarabel_optimum():
     lay = lipschitz(net, method="lipsdp-layer", lower=False)
     lay_ref = lipschitz(net, method="lipsdp-layer", solver="CLARABEL", lower=False)
     assert lay.sdp_lower <= lay_ref.solver_value * (1 + 1e-7) <= lay.upper * (1 + 2e-7)
+    # extended GroupSort QCs (equality-constrained dual): the same bracket around Clarabel's optimum
+    from verify.nn import GroupSort
+
+    mm = nn.Sequential(nn.Linear(6, 12), GroupSort(2), nn.Linear(12, 12), GroupSort(2), nn.Linear(12, 4))
+    full = lipschitz(mm, method="lipsdp-neuron", lower=False)
+    full_ref = lipschitz(mm, method="lipsdp-neuron", solver="CLARABEL", lower=False)
+    assert full.sdp_lower <= full_ref.solver_value * (1 + 1e-6)
+    assert full.sdp_lower >= full.upper * (1 - 1e-2)
 
 
 @pytest.mark.parametrize("acts", [["relu", "relu"], ["tanh", "leakyrelu"], ["maxmin", "relu"],

@@ -25,6 +25,9 @@ bound is computed in float64; the residuals are returned so a caller can see the
 """
 from __future__ import annotations
 
+import time
+import warnings
+
 import numpy as np
 
 from verify.lipsdp.chain import Chain, NotPositiveDefinite
@@ -122,48 +125,74 @@ def repair(chain: Chain, Ys: list[np.ndarray]) -> tuple[float, float]:
     return float((out * out).sum()) / tr0, worst
 
 
+def _qc_rows(q: LayerQC, V: np.ndarray, Wo: np.ndarray, mult: dict) -> tuple[list, list, list, list]:
+    """Layer rows of <Z, N_i> = tr(Omega S_i) (S_i flattened, r x r) for directions V, Wo (n x r):
+    (inequality rows, their multipliers, equality rows, their multipliers)."""
+    r = V.shape[1]
+    sym = lambda S: ((S + S.transpose(0, 2, 1)) / 2).reshape(len(S), r * r)  # noqa: E731
+    if q.act.kind == "slope":
+        A, B = Wo - q.act.alpha * V, q.act.beta * V - Wo
+        ineq, ipen, eq, epen = [sym(np.einsum("ia,ib->iab", A, B))], [mult["lam"]], [], []
+    else:
+        g, m = q.act.group_size, q.m
+        Vg, Wg = V.reshape(m, g, r), Wo.reshape(m, g, r)
+        inner = lambda X, Y: np.einsum("mgr,mgs->mrs", X, Y)  # noqa: E731
+        proj = lambda X: np.einsum("g,mgr->mr", q.e, X)  # noqa: E731
+
+        def xEy(X, Y):  # per group X' E Y with E = cE I + sE e e'
+            return q.cE * inner(X, Y) + q.sE * np.einsum("mr,ms->mrs", proj(X), proj(Y))
+
+        ineq, ipen = [sym(inner(Vg, Vg) - inner(Wg, Wg))], [mult["lam"]]
+        if "b" in q.names:
+            eq, epen = [sym(xEy(Vg - Wg, Vg)), sym(xEy(Vg - Wg, Wg))], [mult["a"], mult["b"]]
+        else:
+            eq, epen = [sym(xEy(Vg, Vg) - xEy(Wg, Wg))], [mult["a"]]
+    if q.tied:   # one multiplier per layer: only the layer's sum is constrained
+        ineq, eq = [x.sum(axis=0, keepdims=True) for x in ineq], [x.sum(axis=0, keepdims=True) for x in eq]
+        ipen, epen = [x[:1] for x in ipen], [x[:1] for x in epen]
+    return ineq, ipen, eq, epen
+
+
 def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray | None:
-    """A PSD weighting Omega (r x r, trace 1) of the trajectories zs that (nearly) meets the slope QCs.
+    """A PSD weighting Omega (r x r, trace 1) of the trajectories zs that (nearly) meets every QC.
 
     At the optimum the dual Z lives on the top eigenspace of X: Z = Y Omega Y' with Y the trajectories of
-    the top directions, and the right Omega is generally not diagonal. For each slope-restricted neuron,
-    <Z, N_i> = tr(Omega S_i) with S_i = sym((w - alpha v)(beta v - w)') over the directions; we maximise
-    the output energy tr(Omega O) minus 3 theta_i times each violation (2 theta_i is the first-order cost of it)
-    with a small conic solve. Returns None if cvxpy fails.
+    the top directions, and the right Omega is generally not diagonal. Each QC's dual constraint is linear
+    in Omega, <Z, N_i> = tr(Omega S_i) (`_qc_rows`); we maximise the output energy tr(Omega O) minus
+    3 |theta_i| times each violation (a violation costs about |theta_i| times the QC's scale to first
+    order) with a small conic solve. Returns None if cvxpy fails.
     """
     import cvxpy as cp
 
     r = zs[0].shape[1]
-    rows, pens = [], []
-    mults = chain.unpack(theta)
-    for k, q in enumerate(chain.qcs):
-        if q.act.kind != "slope":
-            continue
+    ineq, ipen, eq, epen = [], [], [], []
+    for k, (q, mult) in enumerate(zip(chain.qcs, chain.unpack(theta))):
         V, Wo = chain.weights[k] @ zs[k], chain.outputs(k, zs[k], zs[k + 1])
-        A, B = Wo - q.act.alpha * V, q.act.beta * V - Wo
-        S = np.einsum("ia,ib->iab", A, B)
-        S = (S + S.transpose(0, 2, 1)).reshape(len(A), r * r) / 2
-        if q.tied:   # one multiplier per layer: only the layer's sum of QCs is constrained
-            rows.append(S.sum(axis=0, keepdims=True))
-            pens.append(mults[k]["lam"][:1])
-        else:
-            rows.append(S)
-            pens.append(mults[k]["lam"])
+        parts = _qc_rows(q, V, Wo, mult)
+        for acc, part in zip((ineq, ipen, eq, epen), parts):
+            acc.extend(part)
     out = chain.weights[-1] @ zs[-1]
     O = out.T @ out
     Om = cp.Variable((r, r), PSD=True)
+    vec = cp.vec(Om, order="C")
+    small = 1e-6 * float(np.trace(O))
     terms = cp.trace(O @ Om)
     cons = [cp.trace(Om) == 1]
-    if rows:
-        Smat, pen = np.vstack(rows), np.concatenate(pens)
+    if ineq:
+        Smat, pen = np.vstack(ineq), np.abs(np.concatenate(ipen))
         scale = max(float(np.abs(Smat).max()), 1e-300)
         viol = cp.Variable(len(pen), nonneg=True)
-        cons.append(Smat @ cp.vec(Om, order="C") / scale + viol >= 0)
-        # the QC is 2 (w - alpha v)(beta v - w): a violation costs 2 theta_i to first order; ask for more
-        terms = terms - scale * (3.0 * pen + 1e-6 * float(np.trace(O)) / scale) @ viol
+        cons.append(Smat @ vec / scale + viol >= 0)
+        terms = terms - scale * (3.0 * pen + small / scale) @ viol
+    if eq:
+        Emat, pen = np.vstack(eq), np.abs(np.concatenate(epen))
+        scale = max(float(np.abs(Emat).max()), 1e-300)
+        terms = terms - scale * (3.0 * pen + small / scale) @ cp.abs(Emat @ vec / scale)
     prob = cp.Problem(cp.Maximize(terms), cons)
     try:
-        prob.solve(solver="CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS")
+        with warnings.catch_warnings():   # an inaccurate Omega is fine: the repair makes it feasible
+            warnings.simplefilter("ignore")
+            prob.solve(solver="CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS")
     except cp.error.SolverError:
         return None
     if Om.value is None:
@@ -172,13 +201,15 @@ def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray
     return (U * np.sqrt(np.maximum(ev, 0.0))) @ U.T
 
 
-def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), sizes=(4, 16, 64),
-               mixing: bool = True) -> tuple[float, float]:
+def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), sizes=(4, 16, 32),
+               mixing: bool = True, budget: float = 1e6, time_budget: float = 10.0) -> tuple[float, float]:
     """Best repaired dual value over weightings of X's top eigen-directions at `theta`.
 
     Candidates: soft-max weights exp((lambda_i - lambda_max)/(tau lambda_max)) (tau = 0: the top direction
     alone) and, with `mixing`, the optimised PSD weighting of `_mixing` on the top r directions for each r
-    in `sizes`. The trajectory of each direction comes from the elimination at theta. Returns
+    in `sizes` (skipping those whose constraint matrix would exceed `budget` entries, and the larger ones
+    once a quarter of `time_budget` seconds is spent). The trajectory of each direction comes from the
+    elimination at theta. Returns
     (rho lower bound, violation left after repair); (0, 0) if theta is infeasible.
     """
     try:
@@ -200,8 +231,12 @@ def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), 
             w /= w.sum()
         keep = w > 1e-14
         cands.append([z[:, keep] * np.sqrt(w[keep]) for z in zs])
-    if mixing and any(q.act.kind == "slope" for q in chain.qcs):
+    if mixing:
+        n_rows = sum(q.size for q in chain.qcs)
+        t0 = time.monotonic()
         for r in sorted({min(s, k) for s in sizes}):
+            if n_rows * r * r > budget or time.monotonic() - t0 > time_budget / 4:
+                continue   # the dense constraint matrix / the solve time of the Omega problem
             sub = [z[:, -r:] for z in zs]
             Om = _mixing(chain, sub, theta)
             if Om is not None:
