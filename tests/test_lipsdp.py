@@ -226,6 +226,19 @@ def test_dual_repair_makes_any_point_feasible(acts, coupling):
         assert 0 <= val <= opt * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("acts", [[Activation.groupsort(4)] * 2, [Activation.householder([0.6, 0.8]),
+                                                                 Activation.groupsort(2)]])
+def test_ipm_matches_clarabel(acts):
+    """The barrier solver and Clarabel on the dense LMI agree on lipsdp-nsr (GroupSort(4), Householder)."""
+    rng = np.random.default_rng(11)
+    net = LipNet([rng.standard_normal((8, 6)), rng.standard_normal((8, 8)), rng.standard_normal((4, 8))], acts)
+    a = lipschitz(net, method="lipsdp-nsr", lower=False)
+    b = lipschitz(net, method="lipsdp-nsr", solver="CLARABEL", lower=False)
+    assert a.solver == "ipm"
+    assert a.upper == pytest.approx(b.upper, rel=1e-5)
+    assert b.solver_value * (1 - 1e-6) <= a.upper and a.sdp_lower <= b.solver_value * (1 + 1e-6)
+
+
 def test_ipm_refuses_slope_layers():
     with pytest.raises(InputError, match="ipm"):
         lipschitz(seeded_net(), method="lipsdp-nsr", solver="ipm", lower=False)
