@@ -153,14 +153,14 @@ def _qc_rows(q: LayerQC, V: np.ndarray, Wo: np.ndarray, mult: dict) -> tuple[lis
     return ineq, ipen, eq, epen
 
 
-def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray | None:
+def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray, seconds: float = 10.0) -> np.ndarray | None:
     """A PSD weighting Omega (r x r, trace 1) of the trajectories zs that (nearly) meets every QC.
 
     At the optimum the dual Z lives on the top eigenspace of X: Z = Y Omega Y' with Y the trajectories of
     the top directions, and the right Omega is generally not diagonal. Each QC's dual constraint is linear
     in Omega, <Z, N_i> = tr(Omega S_i) (`_qc_rows`); we maximise the output energy tr(Omega O) minus
     3 |theta_i| times each violation (a violation costs about |theta_i| times the QC's scale to first
-    order) with a small conic solve. Returns None if cvxpy fails.
+    order) with a small conic solve (Clarabel, stopped after `seconds`). Returns None if it fails.
     """
     import cvxpy as cp
 
@@ -192,7 +192,10 @@ def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray
     try:
         with warnings.catch_warnings():   # an inaccurate Omega is fine: the repair makes it feasible
             warnings.simplefilter("ignore")
-            prob.solve(solver="CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS")
+            if "CLARABEL" in cp.installed_solvers():
+                prob.solve(solver="CLARABEL", time_limit=max(seconds, 0.1))
+            else:
+                prob.solve(solver="SCS", time_limit_secs=max(seconds, 0.1))
     except cp.error.SolverError:
         return None
     if Om.value is None:
@@ -202,14 +205,13 @@ def _mixing(chain: Chain, zs: list[np.ndarray], theta: np.ndarray) -> np.ndarray
 
 
 def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), sizes=(4, 16, 32),
-               mixing: bool = True, budget: float = 1e6, time_budget: float = 10.0) -> tuple[float, float]:
+               mixing: bool = True, budget: float = 2.5e5, time_budget: float = 10.0) -> tuple[float, float]:
     """Best repaired dual value over weightings of X's top eigen-directions at `theta`.
 
     Candidates: soft-max weights exp((lambda_i - lambda_max)/(tau lambda_max)) (tau = 0: the top direction
     alone) and, with `mixing`, the optimised PSD weighting of `_mixing` on the top r directions for each r
-    in `sizes` (skipping those whose constraint matrix would exceed `budget` entries, and the larger ones
-    once a quarter of `time_budget` seconds is spent). The trajectory of each direction comes from the
-    elimination at theta. Returns
+    in `sizes` (skipping those whose constraint matrix would exceed `budget` entries; all of them share
+    `time_budget` seconds). The trajectory of each direction comes from the elimination at theta. Returns
     (rho lower bound, violation left after repair); (0, 0) if theta is infeasible.
     """
     try:
@@ -235,10 +237,11 @@ def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), 
         n_rows = sum(q.size for q in chain.qcs)
         t0 = time.monotonic()
         for r in sorted({min(s, k) for s in sizes}):
-            if n_rows * r * r > budget or time.monotonic() - t0 > time_budget / 4:
+            left = time_budget - (time.monotonic() - t0)
+            if n_rows * r * r > budget or left <= 0.5:
                 continue   # the dense constraint matrix / the solve time of the Omega problem
             sub = [z[:, -r:] for z in zs]
-            Om = _mixing(chain, sub, theta)
+            Om = _mixing(chain, sub, theta, left)
             if Om is not None:
                 cands.append([z @ Om for z in sub])
     best = (0.0, 0.0)
