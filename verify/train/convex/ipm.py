@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg import lapack
 
 from verify.train.convex.problem import ConvexProblem
 
@@ -43,7 +44,7 @@ class _Groups:
         self.S = 2.0 * self.E - 1.0
         self.sig = np.concatenate([np.ones(P), -np.ones(P)])
         d = self.d
-        self.XX = (self.X[:, :, None] * self.X[:, None, :]).reshape(self.n, d * d)
+        self.XXt = np.ascontiguousarray((self.X[:, :, None] * self.X[:, None, :]).reshape(self.n, d * d).T)
 
     def F(self, U: np.ndarray) -> np.ndarray:
         """ŷ = Σ_j σ_j D_j X u_j for U of shape (m, d)."""
@@ -143,10 +144,9 @@ def _soc_maxstep(x: np.ndarray, dx: np.ndarray) -> float:
 
 
 def _lp_maxstep(x: np.ndarray, dx: np.ndarray) -> float:
-    neg = dx < 0
-    if not neg.any():
-        return np.inf
-    return float((-x[neg] / dx[neg]).min())
+    """Largest α with x + α dx ≥ 0 (x > 0): 1 / max(−dx/x)."""
+    worst = float(np.max(-dx / x))
+    return np.inf if worst <= 0 else 1.0 / worst
 
 
 # ------------------------------------------------------------------------------------ Newton system
@@ -160,11 +160,11 @@ class _KKT:
         m, d, n = g.m, g.d, g.n
         P = m // 2
         B = HQ.copy()
-        B[:, 1:, 1:] += (HL.T @ g.XX).reshape(m, d, d)
+        B[:, 1:, 1:] += (g.XXt @ HL).T.reshape(m, d, d)
         self.B = B
         self.g = g
         L = _batched_cholesky(B)
-        Linv = np.linalg.inv(L)  # lower triangular; B⁻¹ = Linvᵀ Linv
+        Linv = _batched_tril_inv(L)  # B⁻¹ = Linvᵀ Linv
         self.Linv = Linv
         Lu = Linv[:, :, 1:]  # (m, k, d): (B⁻¹)_uu = Luᵀ Lu
         R = np.linalg.qr(np.concatenate([Lu[:P], Lu[P:]], axis=1), mode="r")  # (P, d, d)
@@ -199,6 +199,15 @@ class _KKT:
         for _ in range(refine):
             x += once(R - self._K(x))
         return x
+
+
+def _batched_tril_inv(L: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of lower-triangular matrices (LAPACK trtri per block: about twice as fast as
+    numpy's batched LU inverse at these sizes)."""
+    out = np.empty_like(L)
+    for i in range(L.shape[0]):
+        out[i] = lapack.dtrtri(L[i], lower=1)[0]
+    return out
 
 
 def _batched_cholesky(B: np.ndarray) -> np.ndarray:
@@ -300,11 +309,12 @@ def solve_ipm(prob: ConvexProblem, tol: float = 1e-8, max_iters: int = 80, cols:
     n, d, m, beta, y = g.n, g.d, g.m, g.beta, g.y
     k = d + 1
     nu = n * m + m  # barrier degree
-    # start: x = 0, s = e, z = 0.1β·e (infeasible start; measured better than CVXOPT's W = I start here)
+    # start (infeasible): x = 0, s = e, z_L = 0.1β, z_Q = β·e (its t-row of the dual residual, β − z_Q0,
+    # is then zero). Measured: fewer iterations than CVXOPT's W = I start and than z = 0.1β·e throughout
     x = np.zeros((m, k))
     sL, zL = np.ones((n, m)), np.full((n, m), 0.1 * beta)
     sQ, zQ = np.zeros((m, k)), np.zeros((m, k))
-    sQ[:, 0], zQ[:, 0] = 1.0, 0.1 * beta
+    sQ[:, 0], zQ[:, 0] = 1.0, beta
     q_norm = max(1.0, float(np.sqrt(np.sum(g.Ft(y) ** 2) + m * beta ** 2)))
     it = 0
     status = "max_iters"
@@ -363,14 +373,15 @@ def solve_ipm(prob: ConvexProblem, tol: float = 1e-8, max_iters: int = 80, cols:
 
 def solve_interior(prob: ConvexProblem, tol: float = 1e-7, working_set: int = 300, add: int = 200,
                    max_rounds: int = 20, verbose: int = 0, init_cols: np.ndarray | None = None,
-                   screen_iters: int = 100, drop_idle: bool = True) -> dict:
+                   screen_iters: int = 100, drop_idle: bool = True, fista_iters: int = 100) -> dict:
     """The program solved to a certified optimum: the IPM on a working set of patterns (all of them when
     P ≤ `working_set`), every other pattern priced with the dual constraint, violators added, until none
     is left; then the rigorous certificate over all patterns. Returns V, W, certificate and statistics.
 
     The first working set is `init_cols` if given, else (P > `working_set`) the ⅔·working_set patterns
     that `screen_iters` ADMM iterations make most active (largest ‖z_v‖ + ‖z_w‖). Pricing reuses multipliers: a pattern priced by NNLS at an earlier λ keeps its μ, and
-    ‖F_iᵀλ + A_iᵀμ‖ (cheap, batched) certifies it again unless it exceeds β; only those get a new NNLS.
+    ‖F_iᵀλ + A_iᵀμ‖ (cheap, batched) certifies it again unless it exceeds β; the rest get `fista_iters`
+    batched projected-gradient steps on μ first, and only those still above β get an NNLS.
     With `drop_idle`, patterns of the working set that are zero at its optimum leave it when new ones
     enter, so each round's IPM stays near the support's size."""
     from verify.train.convex.cvx import prune
@@ -404,7 +415,7 @@ def solve_interior(prob: ConvexProblem, tol: float = 1e-7, working_set: int = 30
                   f"{r['iters']} iterations ({r['status']}), {time.perf_counter() - t0:.2f}s", file=sys.stderr)
         if out.size == 0:
             break
-        rv, rw = prob.price(lam, idx=out, mu=store, store=store)
+        rv, rw = prob.price(lam, idx=out, mu=store, store=store, fista_iters=fista_iters)
         score = np.maximum(rv, rw)
         viol = np.flatnonzero(score > prob.beta * (1 + 1e-7))  # as `price` certifies with multipliers
         if viol.size == 0:
