@@ -168,7 +168,7 @@ def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int 
     `refine_steps` steps (its neurons cross data points, i.e. change pattern: the moves the convex
     program over fixed patterns cannot make) and takes as the next pattern set the optimum's support
     plus the refined network's patterns (at most `max_patterns`). A round starts only when the time
-    left is estimated to suffice. Each round also evaluates two lower bounds on the *all-patterns*
+    left is estimated to suffice (the last round's time × 1.2 × (pattern growth)^1.5). Each round also evaluates two lower bounds on the *all-patterns*
     optimum at its dual point λ = y − ŷ: certified (pricing bounded above by
     `certified_pricing_bound`, loose) and an estimate (the best of `starts` fixed-point ascents taken
     as the exact pricing value: not a proof, and it can exceed the optimum when the ascent misses the
@@ -203,15 +203,17 @@ def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int 
             print(f"pattern search {rec}", file=sys.stderr)
         if best is None or cert["primal"] < best["certificate"]["primal"]:
             best = {"V": V, "W": W, "D": D, "certificate": cert}
-        if r == rounds:
-            break
         last = time.perf_counter() - t_round
-        if time.perf_counter() - t0 + 1.5 * last > time_limit:
+        if r == rounds or time.perf_counter() - t0 + last > time_limit:
             break
         U, a = convex_to_neurons(V, W)
         U, a, _ = _adam(X, y, beta, U, a, refine_steps, refine_lr)
         used = (np.linalg.norm(V, axis=0) > 0) | (np.linalg.norm(W, axis=0) > 0)
-        D = dedupe(np.concatenate([D[:, used], X @ U >= 0], axis=1))[:, :max_patterns]
+        D_next = dedupe(np.concatenate([D[:, used], X @ U >= 0], axis=1))[:, :max_patterns]
+        # the next solve costs about the last one times (growth in patterns)^1.5: skip it if it would overrun
+        if time.perf_counter() - t0 + 1.2 * last * (D_next.shape[1] / D.shape[1]) ** 1.5 > time_limit:
+            break
+        D = D_next
     return {"V": best["V"], "W": best["W"], "D": best["D"], "certificate": best["certificate"],
             "adam_objective": init["objective"], "trace": trace,
             "dual_lower_bound_full": max(t["lower_bound_certified"] for t in trace),
