@@ -176,7 +176,7 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
 def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: float, verbose: bool):
     chain = Chain(net, tied=tied, coupling=coupling)
     info: dict[str, Any] = {}
-    factors, warm = None, None
+    factors, warm, Zdual = None, None, None
     if solver.lower() == "fast":
         from verify.lipsdp.fast import solve_fast
 
@@ -201,7 +201,7 @@ def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: f
 
         t = time.monotonic()
         r = solve_cvxpy(chain, "2", solver, verbose)
-        theta, raw = r["theta"], r["solver_value"]
+        theta, raw, Zdual = r["theta"], r["solver_value"], r.get("dual")
         info.update(status=r["status"], solve_seconds=time.monotonic() - t)
     if theta is None:
         info["certificate"] = "solver returned no multipliers"
@@ -217,7 +217,7 @@ def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: f
         info["certificate"] = "multipliers could not be certified"
         return np.inf, raw, info
     info["repair_t"] = t
-    info.update(_dual(chain, used, factors))
+    info.update(_dual(chain, used, factors, Zdual))
     return float(np.sqrt(rho)), raw, info
 
 
@@ -241,8 +241,10 @@ def _nsr_warm_start(net: LipNet, chain: Chain, time_limit: float) -> np.ndarray 
     return chain.pack([dict(m, b=m["a"]) for m in paper.unpack(r.theta)])
 
 
-def _dual(chain: Chain, theta: np.ndarray, factors) -> dict[str, Any]:
-    """A lower bound on this chain's SDP optimum from a repaired dual point (see `verify.lipsdp.dual`)."""
+def _dual(chain: Chain, theta: np.ndarray, factors, Z=None) -> dict[str, Any]:
+    """A lower bound on this chain's SDP optimum from a repaired dual point (see `verify.lipsdp.dual`):
+    the barrier's Newton dual, else the best of the conic solver's own dual matrix and the eigenvector
+    construction."""
     from verify.lipsdp import dual
 
     t = time.monotonic()
@@ -250,6 +252,8 @@ def _dual(chain: Chain, theta: np.ndarray, factors) -> dict[str, Any]:
         val, viol = dual.from_blocks(chain, factors)
     else:
         val, viol = dual.from_eigen(chain, theta)
+        if Z is not None and Z.shape[0] == sum(W.shape[1] for W in chain.weights):
+            val, viol = max((val, viol), dual.from_matrix(chain, Z))
     return {"dual_rho": val, "dual_violation": viol, "dual_seconds": time.monotonic() - t}
 
 

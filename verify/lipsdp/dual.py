@@ -252,6 +252,15 @@ def from_eigen(chain: Chain, theta: np.ndarray, temperatures=(0.0, 1e-5, 1e-3), 
     return best
 
 
+def from_matrix(chain: Chain, Z: np.ndarray) -> tuple[float, float]:
+    """Repaired dual value for a full dual matrix Z of the LMI (e.g. a conic solver's dual variable)."""
+    ev, U = np.linalg.eigh(0.5 * (Z + Z.T))
+    Y = U * np.sqrt(np.maximum(ev, 0.0))
+    dims = [chain.weights[0].shape[1]] + [W.shape[1] for W in chain.weights[1:]]
+    cuts = np.cumsum([0] + dims)
+    return repair(chain, [Y[cuts[k]:cuts[k + 1]] for k in range(len(dims))])
+
+
 def from_blocks(chain: Chain, factors: list[np.ndarray]) -> tuple[float, float]:
     """Repaired dual value for a block-diagonal Z = blockdiag(L_k L_k') (the barrier method's F_k^{-1}/t)."""
     r = sum(f.shape[1] for f in factors)

@@ -51,7 +51,8 @@ def _full(cp, d, G, c):
 def solve_cvxpy(chain: Chain, norm: str = "2", solver: str | None = None, verbose: bool = False,
                 solver_opts: dict | None = None) -> dict:
     """Solve the LipSDP of `chain`. Returns {"theta", "solver_value" (sqrt of the raw objective),
-    "mu" (l_inf input multipliers or None), "status"}."""
+    "mu" (l_inf input multipliers or None), "status", "dual" (the solver's dual matrix Z of the LMI, or
+    None)}."""
     import cvxpy as cp
 
     Ws, l = chain.weights, chain.l
@@ -105,7 +106,8 @@ def solve_cvxpy(chain: Chain, norm: str = "2", solver: str | None = None, verbos
         blocks[k][k + 1] = C
         blocks[k + 1][k] = C.T
     M = cp.bmat(blocks)
-    cons.append(0.5 * (M + M.T) >> 0)
+    lmi = 0.5 * (M + M.T) >> 0
+    cons.append(lmi)
     prob = cp.Problem(cp.Minimize(objective), cons)
     name = (solver or "SCS").upper()
     if name not in cp.installed_solvers():
@@ -122,5 +124,7 @@ def solve_cvxpy(chain: Chain, norm: str = "2", solver: str | None = None, verbos
     val = prob.value
     sv = float(np.sqrt(max(val, 0.0))) if val is not None and np.isfinite(val) else float("nan")
     th = None if theta.value is None else np.asarray(theta.value, dtype=np.float64)
+    Z = lmi.dual_value
     return {"theta": th, "solver_value": sv, "status": prob.status,
-            "mu": None if mu is None or mu.value is None else np.asarray(mu.value, dtype=np.float64)}
+            "mu": None if mu is None or mu.value is None else np.asarray(mu.value, dtype=np.float64),
+            "dual": None if Z is None else np.asarray(Z, dtype=np.float64)}
