@@ -192,7 +192,7 @@ def _solve_l2(net: LipNet, tied: bool, coupling: str, solver: str, time_limit: f
 
         if not supports(chain):
             raise InputError("the ipm solver handles lipsdp-nsr on GroupSort / Householder nets only "
-                             "(no slope-restricted layers); choose fast or a cvxpy solver")
+                             "(no slope-restricted or residual layers); choose fast or a cvxpy solver")
         r = solve_ipm(chain, time_limit=time_limit)
         theta, raw, factors = r.theta, float(np.sqrt(max(r.value, 0.0))), r.factors
         info.update(iterations=r.iterations, solve_seconds=r.seconds, barrier_gap=r.gap)
