@@ -144,7 +144,8 @@ def _lipschitz(model, norm, method, solver, lower, seed, time_limit, samples, ve
         coupling = "paper" if method == "lipsdp-nsr" else "full"
         if norm == "2":
             # lipsdp-nsr has no cross term, so its optimum sits on the boundary of every pivot: an
-            # interior-point solver (Clarabel) is the right default there; the fast solver for the rest
+            # interior-point solver is the right default there (the project's block-structured barrier
+            # method where it applies, Clarabel on residual / mixed nets); the fast solver for the rest
             boundary = method == "lipsdp-nsr" and any(a.kind != "slope" for a in net.activations)
             pure = all(a.kind != "slope" for a in net.activations) and not net.residual
             used_solver = solver or (("ipm" if pure else "CLARABEL") if boundary else "fast")
