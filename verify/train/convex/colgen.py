@@ -158,16 +158,16 @@ def certified_pricing_bound(X: np.ndarray, lam: np.ndarray) -> float:
 
 def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int = 500, rounds: int = 8,
                    starts: int = 400, hidden: int = 200, adam_steps: int = 8000, adam_lr: float = 3e-3,
-                   refine_steps: int = 1500, refine_lr: float = 1e-3, seed: int = 0, ipm_tol: float = 1e-6,
+                   refine_steps: int = 800, refine_lr: float | tuple = (1e-3, 3e-3), seed: int = 0, ipm_tol: float = 1e-6,
                    time_limit: float = 30.0, progress: bool = False) -> dict:
     """Alternate the exact convex program on a pattern set with Adam moving its hyperplanes.
 
     Round 0 takes the patterns of an Adam-trained network (`hidden` neurons, `adam_steps` steps).
     Every round solves the convex program over the current patterns exactly (`ipm.solve_interior`,
     certified to ~`ipm_tol`), turns the optimum into its network, lets Adam refine that network for
-    `refine_steps` steps (its neurons cross data points, i.e. change pattern: the moves the convex
-    program over fixed patterns cannot make) and takes as the next pattern set the optimum's support
-    plus the refined network's patterns (at most `max_patterns`). A round starts only when the time
+    `refine_steps` steps once per learning rate in `refine_lr` (its neurons cross data points, i.e.
+    change pattern: the moves the convex program over fixed patterns cannot make) and takes as the next
+    pattern set the optimum's support plus the refined networks' patterns (at most `max_patterns`). A round starts only when the time
     left is estimated to suffice (the last round's time × 1.2 × (pattern growth)^1.5). Each round also evaluates two lower bounds on the *all-patterns*
     optimum at its dual point λ = y − ŷ: certified (pricing bounded above by
     `certified_pricing_bound`, loose) and an estimate (the best of `starts` fixed-point ascents taken
@@ -206,10 +206,10 @@ def pattern_search(X: np.ndarray, y: np.ndarray, beta: float, max_patterns: int 
         last = time.perf_counter() - t_round
         if r == rounds or time.perf_counter() - t0 + last > time_limit:
             break
-        U, a = convex_to_neurons(V, W)
-        U, a, _ = _adam(X, y, beta, U, a, refine_steps, refine_lr)
+        U0, a0 = convex_to_neurons(V, W)
+        moved = [X @ _adam(X, y, beta, U0, a0, refine_steps, lr)[0] >= 0 for lr in np.atleast_1d(refine_lr)]
         used = (np.linalg.norm(V, axis=0) > 0) | (np.linalg.norm(W, axis=0) > 0)
-        D_next = dedupe(np.concatenate([D[:, used], X @ U >= 0], axis=1))[:, :max_patterns]
+        D_next = dedupe(np.concatenate([D[:, used], *moved], axis=1))[:, :max_patterns]
         # the next solve costs about the last one times (growth in patterns)^1.5: skip it if it would overrun
         if time.perf_counter() - t0 + 1.2 * last * (D_next.shape[1] / D.shape[1]) ** 1.5 > time_limit:
             break
