@@ -159,3 +159,31 @@ def test_candidates_are_ranked_best_first():
     assert torch.equal(top[:, 0], one[:, 0])
     assert set(top[:, :2, 1].flatten().tolist()) <= {4, 5}
     assert bool((top[:, 2:] == -1).all())
+
+
+@pytest.mark.parametrize("warm_start_mb", [0, 1024])
+def test_warm_start_from_parent_keeps_answers(warm_start_mb):
+    """Children starting from their parent's α and β (or, at 0 MiB, from the root's α) give the known answers."""
+    module = _net(4, hidden=(16, 16))
+    g = load_torch(module, (2,))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    ymax, slack = _grid_max(module, lo, hi)
+    settings = Settings(timeout=30, split="activation", warm_start_mb=warm_start_mb, attack_share=0.0,
+                        attack_min_s=0.0)
+    assert check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings).verdict == "unsat"
+    assert check(g, _spec_output_above(ymax - 0.05 * max(1.0, abs(ymax)), lo, hi), settings).verdict == "sat"
+
+
+def test_domain_store_keeps_state_batch_first():
+    """take/cat carry the per-domain α/β state; a β met in only one part is zero-filled in the other."""
+    from verify.bab.activation_split import Domains
+
+    lo = {"v": torch.zeros(3, 2)}
+    a = Domains(lo, {"v": torch.ones(3, 2)}, torch.arange(3.0), torch.zeros(3, 2, dtype=torch.long),
+                {"a:r": torch.ones(3, 1, 2), "bl:v": torch.full((3, 1, 2), 2.0)})
+    b = Domains({"v": torch.zeros(2, 2)}, {"v": torch.ones(2, 2)}, torch.arange(2.0), torch.zeros(2, 2, dtype=torch.long),
+                {"a:r": torch.zeros(2, 1, 2)})
+    c = Domains.cat(a.take(torch.tensor([2, 0])), b)
+    assert len(c) == 4 and c.state["a:r"].shape == (4, 1, 2)
+    assert c.state["bl:v"][:2].eq(2.0).all() and c.state["bl:v"][2:].eq(0.0).all()
+    assert c.state_bytes() == 2 * 4 * 2 * 4

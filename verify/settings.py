@@ -65,6 +65,9 @@ class Settings:
     # activation splitting: each domain's split is chosen among its `fsb` best heuristic candidates by
     # filtered smart branching (bounding both children of each); 1 takes the heuristic's first choice
     fsb: int = 1
+    # memory (MiB) for keeping each open domain's optimised α and β, so its children start from them;
+    # past the cap (or at 0) children start from the root's α and zero β
+    warm_start_mb: int = 1024
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -34,23 +34,37 @@ MIN_WIDTH = 1e-6
 
 
 class Domains:
-    """Batched domain store: per split-able value, constraint tensors lo_c/hi_c (N, n_v) (±inf = none)."""
+    """Batched domain store: per split-able value, constraint tensors lo_c/hi_c (N, n_v) (±inf = none),
+    the domain's score and chosen split, and optionally its optimised α and β (`state`: name -> (N, ...)
+    tensors kept in bfloat16) so that its children start where it ended."""
 
     def __init__(self, lo: dict[str, torch.Tensor], hi: dict[str, torch.Tensor], score: torch.Tensor,
-                 branch: torch.Tensor):
-        self.lo, self.hi, self.score, self.branch = lo, hi, score, branch
+                 branch: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+        self.lo, self.hi, self.score, self.branch, self.state = lo, hi, score, branch, state
 
     def __len__(self) -> int:
         return self.score.shape[0]
 
     def take(self, idx: torch.Tensor) -> "Domains":
+        state = None if self.state is None else {k: t[idx] for k, t in self.state.items()}
         return Domains({v: t[idx] for v, t in self.lo.items()}, {v: t[idx] for v, t in self.hi.items()},
-                       self.score[idx], self.branch[idx])
+                       self.score[idx], self.branch[idx], state)
 
     @staticmethod
     def cat(a: "Domains", b: "Domains") -> "Domains":
+        state = None
+        if a.state is not None and b.state is not None:
+            state = {}
+            for k in set(a.state) | set(b.state):  # a β met only in one part is zero in the other
+                ta, tb = a.state.get(k), b.state.get(k)
+                ta = ta if ta is not None else tb.new_zeros(len(a), *tb.shape[1:])
+                tb = tb if tb is not None else ta.new_zeros(len(b), *ta.shape[1:])
+                state[k] = torch.cat([ta, tb])
         return Domains({v: torch.cat([a.lo[v], b.lo[v]]) for v in a.lo}, {v: torch.cat([a.hi[v], b.hi[v]]) for v in a.hi},
-                       torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]))
+                       torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]), state)
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state.values()) if self.state else 0
 
 
 @dataclass(frozen=True)
@@ -134,11 +148,14 @@ def split_children(nodes: list[Candidate], lo: dict, hi: dict, branch: torch.Ten
 
 def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
                   nodes, iters: int, lr: float, deadline: float, refresh: bool = False, branching: str = "gap",
-                  warm: dict | None = None, fsb: int = 1, use_tables: bool = True, beta_lr: float | None = None):
-    """Lower bounds of C·y - d (M, R), branching choices (M, 2) and the input coefficients for M domains.
+                  warm: dict | None = None, fsb: int = 1, use_tables: bool = True, beta_lr: float | None = None,
+                  state: dict | None = None, patience: int = 3):
+    """Lower bounds of C·y - d (M, R), branching choices (M, 2), the input coefficients for M domains,
+    the box, and the final α and β (`state`, bfloat16, for the children's warm start).
 
     `warm` maps unary node names to starting α (one domain's worth, broadcast to all M), e.g. the root's
-    optimised α: a good start matters because each domain gets only a few optimisation steps.
+    optimised α: a good start matters because each domain gets only a few optimisation steps. `state`
+    (per domain, e.g. the parents' final α and β) overrides it where given.
     `fsb` > 1 picks each domain's branching among its `fsb` best heuristic candidates by filtered smart
     branching (one CROWN pass per candidate and child); 1 takes the heuristic's best."""
     graph = engine.graph
@@ -166,6 +183,14 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
                     node = engine.nodes[engine.index[name]]
                     l, u = bounds[node.inputs[0]]
                     a.copy_(engine.rules[name].alpha_project(warm[name].expand_as(a), l, u, node.attrs))
+    if state:
+        with torch.no_grad():
+            for name, a in alphas.items():
+                if "a:" + name in state:
+                    node = engine.nodes[engine.index[name]]
+                    l, u = bounds[node.inputs[0]]
+                    start = state["a:" + name].to(a.dtype).movedim(0, _batch_axis(engine, name, a))
+                    a.copy_(engine.rules[name].alpha_project(start, l, u, node.attrs))
     betas, masks = {}, {}
     for cand in nodes:
         v = cand.value
@@ -180,6 +205,10 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         b_hi = torch.zeros(M, R, *shp, dtype=L.dtype, requires_grad=True)
         betas[v] = (b_lo, b_hi, lo_f, hi_f)
         masks[v] = (has_lo.reshape(M, 1, *shp).to(L.dtype), has_hi.reshape(M, 1, *shp).to(L.dtype))
+        if state and "bl:" + v in state:
+            with torch.no_grad():
+                b_lo.copy_(state["bl:" + v].to(L.dtype).reshape(b_lo.shape) * masks[v][0])
+                b_hi.copy_(state["bh:" + v].to(L.dtype).reshape(b_hi.shape) * masks[v][1])
     params = list(alphas.values()) + [b for t in betas.values() for b in t[:2]]
     # β and the ReLU slopes take `beta_lr`; other α (tangent points, slopes of S-shaped functions) keep
     # `lr` times their rule's scale: measured, a larger step helps the former and hurts the latter
@@ -198,7 +227,7 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         total = float(obj.score(best).clamp(max=0).sum())
         stall = stall + 1 if total <= best_total + 1e-4 * abs(best_total) else 0
         best_total = max(best_total, total)
-        if (optim is None or it == iters - 1 or stall >= 3 or bool((obj.score(best) > 0).all())
+        if (optim is None or it == iters - 1 or stall >= patience or bool((obj.score(best) > 0).all())
                 or time.perf_counter() > deadline):
             break
         optim.zero_grad()
@@ -221,7 +250,18 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
     else:
         choice = cands[:, 0]
     A_in = collect.get(graph.input_name)
-    return best, choice, (A_in.detach() if A_in is not None else None), L, U
+    final = {"a:" + k: a.detach().movedim(_batch_axis(engine, k, a), 0).to(torch.bfloat16) for k, a in alphas.items()}
+    for v, (b_lo, b_hi, _, _) in betas.items():
+        final["bl:" + v] = b_lo.detach().to(torch.bfloat16)
+        final["bh:" + v] = b_hi.detach().to(torch.bfloat16)
+    return best, choice, (A_in.detach() if A_in is not None else None), L, U, final
+
+
+def _batch_axis(engine: BoundEngine, name: str, alpha: torch.Tensor) -> int:
+    """The domain axis of a per-row α of unary node `name`: 0 for (B, S, *shape), 1 for stacked
+    parameters (P, B, S, *shape)."""
+    n_shape = len(engine.graph.shape_of(engine.nodes[engine.index[name]].inputs[0]))
+    return 0 if alpha.dim() == n_shape + 2 else 1
 
 
 def _row_alphas(engine: BoundEngine, alphas: dict | None, rows: torch.Tensor) -> dict | None:
@@ -233,9 +273,7 @@ def _row_alphas(engine: BoundEngine, alphas: dict | None, rows: torch.Tensor) ->
     for name, a in alphas.items():
         if engine.kind[name] != "unary":
             continue
-        n_shape = len(engine.graph.shape_of(engine.nodes[engine.index[name]].inputs[0]))
-        axis = 1 if a.dim() == n_shape + 2 else 2
-        out[name] = a.index_select(axis, rows)
+        out[name] = a.index_select(_batch_axis(engine, name, a) + 1, rows)
     return out
 
 
@@ -308,8 +346,7 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
     rep = lambda t, axis: torch.cat([t, t], axis)  # noqa: E731  (two children per domain)
     al2 = {}
     for name, a in alphas.items():
-        n_shape = len(graph.shape_of(engine.nodes[engine.index[name]].inputs[0]))
-        al2[name] = (a, 0 if a.dim() == n_shape + 2 else 1)
+        al2[name] = (a, _batch_axis(engine, name, a))
     be2 = {v: tuple(rep(t, 0) for t in b) for v, b in betas.items()}
     A2 = rep(A0, 0)
     best_val = torch.full((M,), -torch.inf, dtype=L.dtype)
@@ -367,11 +404,12 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
     lo_c = {v: torch.full((1, sizes[v]), -torch.inf, dtype=dtype) for v in values}
     hi_c = {v: torch.full((1, sizes[v]), torch.inf, dtype=dtype) for v in values}
     with torch.enable_grad():
-        lb, choice, _, _, _ = bound_domains(engine, obj, root_bounds, lower, upper, lo_c, hi_c, nodes,
-                                            settings.beta_iters, settings.lr, deadline, branching=branching,
-                                            warm=warm, fsb=settings.fsb, use_tables=use_tables,
-                                            beta_lr=settings.bab_lr)
-    doms = Domains(lo_c, hi_c, obj.score(lb), choice)
+        lb, choice, _, _, _, state = bound_domains(engine, obj, root_bounds, lower, upper, lo_c, hi_c, nodes,
+                                                   settings.beta_iters, settings.lr, deadline, branching=branching,
+                                                   warm=warm, fsb=settings.fsb, use_tables=use_tables,
+                                                   beta_lr=settings.bab_lr)
+    keep_state = settings.warm_start_mb > 0
+    doms = Domains(lo_c, hi_c, obj.score(lb), choice, state if keep_state else None)
     domains = 1
     half = max(1, settings.batch_size // 2)
     while True:
@@ -382,8 +420,20 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
             return SearchResult("timeout", domains=domains, note=f"{n} domains left, worst bound {doms.score.min().item():.4g}")
         if n > settings.max_domains:
             return SearchResult("unknown", domains=domains, note=f"domain limit {settings.max_domains} reached")
-        if bool((doms.branch[:, 0] < 0).any()):
-            return SearchResult("unknown", domains=domains, note="a domain with nothing left to split could not be verified")
+        stuck = doms.branch[:, 0] < 0
+        if bool(stuck.any()):
+            # nothing left to split: on a fully split ReLU domain the network is affine and optimal β give
+            # the exact bound, so give these domains a long cold-started β optimisation before giving up
+            sd = doms.take(stuck.nonzero().flatten())
+            with torch.enable_grad():
+                slb = bound_domains(engine, obj, root_bounds, lower, upper, sd.lo, sd.hi, nodes, 25 * settings.beta_iters,
+                                    settings.lr, deadline, warm=warm, use_tables=use_tables,
+                                    beta_lr=settings.lr, patience=50)[0]
+            if not bool((obj.score(slb) > tol).all()):
+                return SearchResult("unknown", domains=domains,
+                                    note="a domain with nothing left to split could not be verified")
+            doms = doms.take((~stuck).nonzero().flatten())
+            continue
         k = min(n, half)
         pick = torch.topk(doms.score, k, largest=False).indices
         keep = torch.ones(n, dtype=torch.bool)
@@ -391,11 +441,13 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
         parents = doms.take(pick)
         rest = doms.take(keep.nonzero().flatten())
         c_lo, c_hi = split_children(nodes, parents.lo, parents.hi, parents.branch, root_bounds, use_tables)
+        # both children start from their parent's final α and β (the new split's β from 0)
+        c_state = None if parents.state is None else {k: torch.cat([t, t]) for k, t in parents.state.items()}
         with torch.enable_grad():
-            clb, cchoice, A_in, Lc, Uc = bound_domains(engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes,
-                                                       settings.beta_iters, settings.lr, deadline, branching=branching,
-                                                       warm=warm, fsb=settings.fsb, use_tables=use_tables,
-                                                       beta_lr=settings.bab_lr)
+            clb, cchoice, A_in, Lc, Uc, state = bound_domains(
+                engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes, settings.beta_iters, settings.lr,
+                deadline, branching=branching, warm=warm, fsb=settings.fsb, use_tables=use_tables,
+                beta_lr=settings.bab_lr, state=c_state)
         cscore = torch.maximum(obj.score(clb), torch.cat([parents.score, parents.score]))
         domains += 2 * k
         if A_in is not None:
@@ -408,7 +460,10 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
                 if confirm is None or confirm(xs[i]):
                     return SearchResult("sat", x=xs[i], domains=domains)
         open_ = cscore <= tol
-        children = Domains(c_lo, c_hi, cscore, cchoice).take(open_.nonzero().flatten())
+        children = Domains(c_lo, c_hi, cscore, cchoice, state if keep_state else None).take(open_.nonzero().flatten())
         doms = Domains.cat(rest, children)
+        if keep_state and doms.state_bytes() > settings.warm_start_mb * 2**20:
+            keep_state = False  # memory cap: from here on, domains start from the root's α and zero β
+            doms.state = None
         if progress is not None:
             progress(domains=domains, left=len(doms), worst=float(doms.score.min()) if len(doms) else 0.0)
