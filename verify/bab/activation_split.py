@@ -176,21 +176,17 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
     # per-row α of the unary nonlinearities (products keep their default McCormick planes here)
     alphas = {k: a for k, a in init_alphas(engine, bounds, M, R, False)["__output__"].items()
               if engine.kind[k] == "unary"}
-    if warm:
-        with torch.no_grad():
-            for name, a in alphas.items():
-                if name in warm:
-                    node = engine.nodes[engine.index[name]]
-                    l, u = bounds[node.inputs[0]]
-                    a.copy_(engine.rules[name].alpha_project(warm[name].expand_as(a), l, u, node.attrs))
-    if state:
-        with torch.no_grad():
-            for name, a in alphas.items():
-                if "a:" + name in state:
-                    node = engine.nodes[engine.index[name]]
-                    l, u = bounds[node.inputs[0]]
-                    start = state["a:" + name].to(a.dtype).movedim(0, _batch_axis(engine, name, a))
-                    a.copy_(engine.rules[name].alpha_project(start, l, u, node.attrs))
+    with torch.no_grad():  # start from the domain's own state, else the shared warm start, else CROWN's
+        for name, a in alphas.items():
+            if state and "a:" + name in state:
+                start = state["a:" + name].to(a.dtype).movedim(0, _batch_axis(engine, name, a))
+            elif warm and name in warm:
+                start = warm[name].expand_as(a)
+            else:
+                continue
+            node = engine.nodes[engine.index[name]]
+            l, u = bounds[node.inputs[0]]
+            a.copy_(engine.rules[name].alpha_project(start, l, u, node.attrs))
     betas, masks = {}, {}
     for cand in nodes:
         v = cand.value
@@ -344,9 +340,6 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
     lo = {v: torch.full((M, int(bounds[v][0][0].numel())), -torch.inf, dtype=L.dtype) for v in values}
     hi = {v: torch.full_like(lo[v], torch.inf) for v in values}
     rep = lambda t, axis: torch.cat([t, t], axis)  # noqa: E731  (two children per domain)
-    al2 = {}
-    for name, a in alphas.items():
-        al2[name] = (a, _batch_axis(engine, name, a))
     be2 = {v: tuple(rep(t, 0) for t in b) for v, b in betas.items()}
     A2 = rep(A0, 0)
     best_val = torch.full((M,), -torch.inf, dtype=L.dtype)
@@ -360,10 +353,10 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
         child_bounds = _constrained_bounds(engine, {key: (rep(l, 0), rep(u, 0)) for key, (l, u) in bounds.items()},
                                            2 * M, c_lo, c_hi)
         al = {}
-        for name, (a, axis) in al2.items():
+        for name, a in alphas.items():
             node = engine.nodes[engine.index[name]]
             l, u = child_bounds[node.inputs[0]]
-            al[name] = engine.rules[name].alpha_project(rep(a, axis), l, u, node.attrs)
+            al[name] = engine.rules[name].alpha_project(rep(a, _batch_axis(engine, name, a)), l, u, node.attrs)
         lb = engine.backward(graph.output, A2, child_bounds, rep(L, 0), rep(U, 0), al, be2) - obj.d.unsqueeze(0)
         worse = torch.minimum(*obj.score(lb).reshape(2, M))
         worse = torch.where(valid, worse, torch.full_like(worse, -torch.inf))
