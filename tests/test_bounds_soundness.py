@@ -203,3 +203,35 @@ def test_sparse_intermediate_path_matches_dense(monkeypatch):
     ld = torch.cat([d[0] for d in dense])
     ud = torch.cat([d[1] for d in dense])
     assert torch.allclose(ls, ld, atol=1e-9) and torch.allclose(us, ud, atol=1e-9)
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+@pytest.mark.parametrize("per_row", [True, False])
+def test_optimised_intermediate_bounds_contain_samples(act, per_row, monkeypatch):
+    """α-CROWN with optimised intermediate bounds (per-neuron parameters, or shared ones past the memory
+    cap): every intermediate value and the objective of 10^4 sampled inputs lie inside the bounds."""
+    import verify.bounds.alpha as alpha_mod
+    from verify.bounds import alpha_crown, engine_for
+
+    if not per_row:
+        monkeypatch.setattr(alpha_mod, "ROW_ALPHA_MAX_ELEMENTS", 0)
+    torch.manual_seed(4)
+    module = mlp(act, (5, 24, 24, 24, 24, 4)).double().eval()
+    g = load_torch(module, (5,))
+    eng = engine_for(g)
+    lo = torch.rand(2, 5, dtype=torch.float64) - 0.5
+    hi = lo + 0.6
+    C = torch.randn(2, 3, 4, dtype=torch.float64)
+    lb, bounds, alphas = alpha_crown(eng, lo, hi, C, AlphaOptions(iterations=15, lr=0.3, optimize_intermediate=True,
+                                                                  stop_when_positive=False), return_state=True)
+    assert any(isinstance(grp, alpha_mod.RowAlphas) for k, grp in alphas.items() if k != "__output__") == per_row
+    xs = _sample(lo, hi, 5000)
+    with torch.no_grad():
+        vals = g.forward(xs.reshape(-1, 5), return_all=True)
+    for name, (l, u) in bounds.items():
+        if name == g.input_name or name not in vals:
+            continue
+        v = vals[name].reshape(2, 5000, -1)
+        assert (v >= l.reshape(2, 1, -1) - 1e-9).all() and (v <= u.reshape(2, 1, -1) + 1e-9).all(), name
+    cy = torch.einsum("bso,bno->bns", C, vals[g.output].reshape(2, 5000, -1))
+    assert (cy >= lb.unsqueeze(1) - 1e-9).all()

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from verify.bounds.crown import BoundEngine, Splits
+from verify.bounds.crown import BoundEngine, RowAlphas, Splits
+
+# per-row intermediate parameters (RowAlphas) are used while they need at most this many elements in all;
+# past it every intermediate value shares one parameter per neuron across its rows
+ROW_ALPHA_MAX_ELEMENTS = 1 << 24
 from verify.bounds.optim import Adam
 
 
@@ -52,15 +56,25 @@ def init_alphas(engine: BoundEngine, bounds: dict, B: int, S: int, optimize_inte
         a0 = rule.alpha_init([_bounds_of(engine, bounds, i) for i in n.inputs])
         alphas["__output__"][n.name] = a0.unsqueeze(2).expand(a0.shape[0], B, S, *a0.shape[2:]).clone().requires_grad_()
     if optimize_intermediate:
+        pairs = []  # (value, unary node, shared initial parameter)
         for v in engine.relaxed_inputs:
             if v == engine.graph.output:
                 continue
-            alphas[v] = {}
             for n in engine.unary_nodes:
                 if engine.index[n.name] >= engine.index.get(v, -1) or not engine.rules[n.name].has_alpha:
                     continue
                 l, u = bounds[n.inputs[0]]
-                alphas[v][n.name] = engine.rules[n.name].alpha_init(l.detach(), u.detach(), n.attrs).clone().requires_grad_()
+                pairs.append((v, n, l, engine.rules[n.name].alpha_init(l.detach(), u.detach(), n.attrs)))
+        rows = {v: 2 * bounds[v][0][0].numel() for v, *_ in pairs}
+        per_row = sum(a0.numel() * rows[v] for v, _, _, a0 in pairs) <= ROW_ALPHA_MAX_ELEMENTS
+        for v, n, l, a0 in pairs:
+            if not per_row:
+                alphas.setdefault(v, {})[n.name] = a0.clone().requires_grad_()
+                continue
+            group = alphas.setdefault(v, RowAlphas({}, {}))
+            ax = 2 if a0.dim() > l.dim() else 1  # stacked parameters (P, B, *shape) get rows on axis 2
+            group.axis[n.name] = ax
+            group[n.name] = a0.unsqueeze(ax).expand(*a0.shape[:ax], rows[v], *a0.shape[ax:]).clone().requires_grad_()
     return alphas
 
 

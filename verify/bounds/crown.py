@@ -32,6 +32,23 @@ _NO_OFFSET = {"reshape", "transpose", "slice", "gather", "expand", "avgpool", "g
               "reducemean", "resize", "neg", "matmul"}
 
 
+class RowAlphas(dict):
+    """Relaxation parameters for one intermediate value's bounds with one copy per objective row.
+
+    Maps unary node name -> tensor whose axis `axis[name]` has 2·n rows for the value's n neurons (lower
+    bound of neuron j in row j, upper bound in row n + j). `_tighten` selects the rows of the neurons it
+    bounds. Per-neuron parameters are what make α-CROWN's intermediate bounds tight on deep networks: one
+    shared slope per ReLU has to serve every neuron of the next layers at once."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], axis: dict[str, int]):
+        super().__init__(tensors)
+        self.axis = axis
+
+    def rows(self, idx: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+        sel = torch.cat([idx, idx + n])
+        return {k: a.index_select(self.axis[k], sel) for k, a in self.items()}
+
+
 @dataclass
 class Splits:
     """Per-domain sign constraints on pre-activation values: +1 means v >= 0, -1 means v <= 0, 0 free.
@@ -305,6 +322,8 @@ class BoundEngine:
         pairs = int(needf.sum())
         if alphas is None and B > 1 and pairs < 0.5 * B * k:
             return self._tighten_sparse(node, l, u, needf, bounds, lower, upper)
+        if isinstance(alphas, RowAlphas):
+            alphas = alphas.rows(idx, n)
         A0 = torch.zeros(B, 2 * k, n, dtype=l.dtype, device=l.device)
         ar = torch.arange(k, device=l.device)
         A0[:, ar, idx] = 1.0
