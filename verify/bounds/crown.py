@@ -160,11 +160,6 @@ class BoundEngine:
     def _relax_bias(A: torch.Tensor, pos: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
         """Sum over neurons of A⁺·lb + A⁻·ub, shape (B, S); a batched matmul when offsets are shared by rows."""
         B, S = A.shape[:2]
-        if not (bool(torch.isfinite(lb).all()) and bool(torch.isfinite(ub).all())):
-            # infinite offsets (unbounded relaxations): 0 * inf must count as 0, not NaN
-            lb_, ub_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lb, ub))
-            term = torch.where(pos, A * lb_, A * ub_)
-            return torch.where(A == 0, torch.zeros((), dtype=A.dtype), term).flatten(2).sum(-1)
         if lb.dim() == A.dim() - 1:  # offsets (B, *shape), shared by every row
             Af = A.reshape(B, S, -1)
             pf = pos.reshape(B, S, -1)
@@ -173,8 +168,14 @@ class BoundEngine:
             out = torch.bmm(An, ub.reshape(B, -1, 1)).squeeze(-1)
             if not zero_lb:
                 out = out + torch.bmm(Af - An, lb.reshape(B, -1, 1)).squeeze(-1)
+        else:
+            out = torch.where(pos, A * lb, A * ub).flatten(2).sum(-1)
+        if bool(torch.isfinite(out).all()):  # no infinite offset took part (it would give ±inf or NaN)
             return out
-        return torch.where(pos, A * lb, A * ub).flatten(2).sum(-1)
+        # infinite offsets (unbounded relaxations): 0 * inf must count as 0, not NaN
+        lb_, ub_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lb, ub))
+        term = torch.where(pos, A * lb_, A * ub_)
+        return torch.where(A == 0, torch.zeros((), dtype=A.dtype), term).flatten(2).sum(-1)
 
     @staticmethod
     def _accumulate(As: dict, name: str, A: torch.Tensor) -> None:

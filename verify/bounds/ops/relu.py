@@ -39,6 +39,9 @@ class ReluRule(UnaryRule):
         active = l >= 0
         inactive = u <= 0
         unstable = ~(active | inactive)
+        width = u - l
+        if bool(torch.isfinite(width).all()):  # the common case, in fewer tensor ops (hot in input splitting)
+            return self._relax_finite(l, u, a, active, unstable, width, alpha)
         # chord slope for unstable neurons (denominator > 0 there); with an infinite end the chord
         # degenerates to the line through the finite end with the far side's slope (1 or a)
         lfin, ufin = torch.isfinite(l), torch.isfinite(u)
@@ -64,6 +67,22 @@ class ReluRule(UnaryRule):
         lw = torch.where(unstable_b, alpha, lw)
         lb = torch.zeros_like(ub)
         return lw, lb, uw, ub
+
+
+    def _relax_finite(self, l, u, a, active, unstable, width, alpha):
+        """`relax` for finite bounds: the chord k·x + (a - k)·l with k = (u - a·l) / (u - l) on unstable
+        neurons, the identity / slope-a line on stable ones."""
+        stable_w = torch.where(active, torch.ones_like(l), torch.full_like(l, a)) if a else active.to(l.dtype)
+        k = (u - a * l) / torch.where(unstable, width, torch.ones_like(width))
+        uw = torch.where(unstable, k, stable_w)
+        ub = torch.where(unstable, (a - k) * l, torch.zeros_like(l))
+        if alpha is None:
+            alpha = torch.where(u >= -l, torch.ones_like(l), torch.full_like(l, a)) if a else (u >= -l).to(l.dtype)
+        if alpha.dim() > l.dim():  # per-objective-row alphas (B, S, ...) against bounds (B, ...)
+            lw = torch.where(unstable.unsqueeze(1), alpha, stable_w.unsqueeze(1))
+        else:
+            lw = torch.where(unstable, alpha, stable_w)
+        return lw, torch.zeros_like(ub), uw, ub
 
 
 @register("leakyrelu")
