@@ -90,6 +90,18 @@ def test_bench_every_and_limit(suite, tmp_path, capsys):
     assert obj["judged"] is False and obj["not judged"] == 2
 
 
+def test_bench_offset_shards_the_list(suite, tmp_path, capsys):
+    rows = []
+    for offset in (0, 1):
+        code, stdout, _ = run_cli(["bench", suite / "instances.csv", "--no-bab", "--every", "2", "--offset",
+                                   str(offset), "--json", "--out", tmp_path / f"o{offset}", "--no-progress-bar"], capsys)
+        assert code == 0
+        rows += [(r["onnx"], r["vnnlib"]) for r in json.loads(stdout)["rows"]]
+    code, stdout, _ = run_cli(["bench", suite / "instances.csv", "--no-bab", "--json", "--out", tmp_path / "all",
+                               "--no-progress-bar"], capsys)
+    assert sorted(rows) == sorted((r["onnx"], r["vnnlib"]) for r in json.loads(stdout)["rows"])  # same multiset
+
+
 def test_bench_bad_instance_is_recorded_as_error(suite, tmp_path, capsys):
     (suite / "instances.csv").write_text("onnx/missing.onnx,vnnlib/sat.vnnlib,5\nonnx/net.onnx,vnnlib/sat.vnnlib,5\n")
     code, stdout, err = run_cli(["bench", suite / "instances.csv", "--no-bab", "--out", tmp_path / "o",

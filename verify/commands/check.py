@@ -80,6 +80,8 @@ def register(subparsers) -> None:
     b.add_argument("--out", metavar="DIR", default=None, help="output folder (default bench-<benchmark name>)")
     b.add_argument("--limit", type=int, default=None, help="run at most N instances")
     b.add_argument("--every", type=int, default=1, help="run every K-th instance (0, K, 2K, ...)")
+    b.add_argument("--offset", type=int, default=0,
+                   help="start at the N-th instance (with --every K: N, N+K, ...; shards a list over processes)")
     b.add_argument("--no-progress-bar", action="store_true", help="no tqdm bar on stderr")
     add_verification_options(b)
     b.set_defaults(func=run_bench)
@@ -222,6 +224,13 @@ def _run_instance(inst: Instance, settings: Settings, caches: _Caches):
     return res
 
 
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def _result_name(i: int, inst: Instance) -> str:
     return f"results/{i:04d}_{Path(inst.onnx).stem}__{Path(inst.vnnlib).stem}.txt"
 
@@ -237,7 +246,9 @@ def run_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--every must be >= 1, got {args.every}")
     if args.timeout_scale <= 0:
         raise InputError(f"--timeout-scale must be positive, got {args.timeout_scale}")
-    instances = read_instances(csv_path)[::args.every]
+    if not 0 <= args.offset:
+        raise InputError(f"--offset must be >= 0, got {args.offset}")
+    instances = read_instances(csv_path)[args.offset::args.every]
     if args.limit is not None:
         instances = instances[:max(args.limit, 0)]
     expected = read_expected(csv_path)
@@ -280,12 +291,9 @@ def run_bench(args: argparse.Namespace) -> int:
         rows.append({"onnx": inst.onnx, "vnnlib": inst.vnnlib, "result": verdict, "time_s": f"{time_s:.3f}",
                      "result_file": name, "domains": domains, "expected": exp or "", "judged": j})
         bar.set_postfix(ok=counts["correct"], wrong=counts["wrong"], unsolved=counts["unsolved"])
+        _write_rows(out / "results.csv", rows)  # after every instance: an interrupted run keeps its rows
     bar.close()
-
-    with (out / "results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    _write_rows(out / "results.csv", rows)
     seconds = time.perf_counter() - t_start
     summary = {"instances": len(rows), "verdicts": verdicts, "judged": expected != {}, **counts,
                "time_s_sum": round(sum(float(r["time_s"]) for r in rows), 3), "seconds": seconds,
