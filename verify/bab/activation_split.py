@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from verify.bab import lp
 from verify.bab.input_split import SearchResult
 from verify.bab.objective import Objective
 from verify.bab.tables import split_points
@@ -366,6 +367,35 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
     return cands[torch.arange(M), best_k]
 
 
+def _lp_settle(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, doms: Domains,
+               values: list[str], tol: float, confirm, deadline: float):
+    """Decide fully split domains by linear programming (`verify.bab.lp`, ReLU networks only).
+
+    Returns (mask of the domains proven, a confirmed counterexample or None)."""
+    settled = torch.zeros(len(doms), dtype=torch.bool)
+    if not lp.applicable(engine):
+        return settled, None
+    dt = torch.float64
+    base = {k: (l.to(dt), u.to(dt)) for k, (l, u) in root_bounds.items()}
+    for i in range(len(doms)):
+        if time.perf_counter() > deadline:
+            break
+        lo_i = {v: doms.lo[v][i:i + 1].to(dt) for v in values}
+        hi_i = {v: doms.hi[v][i:i + 1].to(dt) for v in values}
+        bounds = _constrained_bounds(engine, base, 1, lo_i, hi_i)
+        signs = {v: torch.where(lo_i[v][0] >= 0, 1, torch.where(hi_i[v][0] <= 0, -1, 0)) for v in values}
+        res = lp.solve_domain(engine, obj, bounds, lower, upper, signs, tol)
+        if res is None:
+            continue
+        if res.verified:
+            settled[i] = True
+        elif res.x is not None:
+            x = torch.as_tensor(res.x, dtype=dt)
+            if confirm is None or confirm(x):
+                return settled, x
+    return settled, None
+
+
 def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Tensor, upper: torch.Tensor,
                             deadline: float, settings, progress=None, confirm=None, tol: float = 0.0,
                             use_tables: bool = True, branching: str = "gap", root=None) -> SearchResult:
@@ -415,16 +445,22 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
             return SearchResult("unknown", domains=domains, note=f"domain limit {settings.max_domains} reached")
         stuck = doms.branch[:, 0] < 0
         if bool(stuck.any()):
-            # nothing left to split: on a fully split ReLU domain the network is affine and optimal β give
-            # the exact bound, so give these domains a long cold-started β optimisation before giving up
+            # nothing left to split: on a fully split ReLU domain the network is affine, so a linear program
+            # decides it exactly; domains it leaves open (other nonlinearities, solver trouble) get a long
+            # cold-started β optimisation (optimal β give the same bound) before the search gives up
             sd = doms.take(stuck.nonzero().flatten())
-            with torch.enable_grad():
-                slb = bound_domains(engine, obj, root_bounds, lower, upper, sd.lo, sd.hi, nodes, 25 * settings.beta_iters,
-                                    settings.lr, deadline, warm=warm, use_tables=use_tables,
-                                    beta_lr=settings.lr, patience=50)[0]
-            if not bool((obj.score(slb) > tol).all()):
-                return SearchResult("unknown", domains=domains,
-                                    note="a domain with nothing left to split could not be verified")
+            settled, x = _lp_settle(engine, obj, root_bounds, lower, upper, sd, values, tol, confirm, deadline)
+            if x is not None:
+                return SearchResult("sat", x=x.to(dtype), domains=domains)
+            sd = sd.take((~settled).nonzero().flatten())
+            if len(sd):
+                with torch.enable_grad():
+                    slb = bound_domains(engine, obj, root_bounds, lower, upper, sd.lo, sd.hi, nodes,
+                                        25 * settings.beta_iters, settings.lr, deadline, warm=warm,
+                                        use_tables=use_tables, beta_lr=settings.lr, patience=50)[0]
+                if not bool((obj.score(slb) > tol).all()):
+                    return SearchResult("unknown", domains=domains,
+                                        note="a domain with nothing left to split could not be verified")
             doms = doms.take((~stuck).nonzero().flatten())
             continue
         k = min(n, half)
