@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from verify.bab import lp
 from verify.bab.objective import Objective

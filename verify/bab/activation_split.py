@@ -27,8 +27,8 @@ from verify.bab.objective import Objective
 from verify.bab.tables import split_points
 from verify.bounds.alpha import AlphaOptions, alpha_crown, init_alphas
 from verify.bounds.crown import BoundEngine, Splits
-from verify.graph.ir import Node
 from verify.bounds.optim import Adam
+from verify.graph.ir import Node
 
 # a neuron whose interval is narrower than this is not worth splitting
 MIN_WIDTH = 1e-6

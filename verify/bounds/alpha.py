@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from verify.bounds.crown import BoundEngine, RowAlphas, Splits
+from verify.bounds.optim import Adam
 
 # per-row intermediate parameters (RowAlphas) are used while they need at most this many elements in all;
 # past it every intermediate value shares one parameter per neuron across its rows
 ROW_ALPHA_MAX_ELEMENTS = 1 << 24
-from verify.bounds.optim import Adam
 
 
 @dataclass
