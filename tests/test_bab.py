@@ -187,3 +187,67 @@ def test_domain_store_keeps_state_batch_first():
     assert len(c) == 4 and c.state["a:r"].shape == (4, 1, 2)
     assert c.state["bl:v"][:2].eq(2.0).all() and c.state["bl:v"][2:].eq(0.0).all()
     assert c.state_bytes() == 2 * 4 * 2 * 4
+
+
+@pytest.mark.parametrize("seed", [4, 6])
+def test_refreshed_intermediate_bounds_keep_answers(seed):
+    """Children whose intermediate bounds are recomputed under their splits (root's per-neuron α) give the
+    known answers on a three-hidden-layer net."""
+    module = _net(seed, hidden=(12, 12, 12))
+    g = load_torch(module, (2,))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    ymax, slack = _grid_max(module, lo, hi)
+    settings = Settings(timeout=30, split="activation", refresh_intermediate=True, attack_share=0.0,
+                        attack_min_s=0.0)
+    assert check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings).verdict == "unsat"
+    bad = check(g, _spec_output_above(ymax - 0.05 * max(1.0, abs(ymax)), lo, hi), settings)
+    assert bad.verdict == "sat"
+    assert module(torch.as_tensor(bad.x).reshape(1, 2)).item() >= ymax - 0.05 * max(1.0, abs(ymax))
+
+
+def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
+    """bound_domains' refresh: for domains given by split signs of a random point's pattern, every sampled
+    input of the box that meets the domain's signs has its intermediate values inside the refreshed bounds,
+    which are never looser than the root's."""
+    from verify.bab.activation_split import Root, _constrained_bounds
+    from verify.bounds import AlphaOptions, alpha_crown, engine_for
+    from verify.bounds.crown import Splits
+
+    module = _net(8, hidden=(10, 10, 10))
+    g = load_torch(module, (2,))
+    eng = engine_for(g)
+    L, U = -torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    C = torch.tensor([[1.0]], dtype=torch.float64)
+    root = Root.from_alpha_crown(*alpha_crown(eng, L, U, C, AlphaOptions(iterations=10, optimize_intermediate=True,
+                                                                         stop_when_positive=False), return_state=True))
+    relu_in = [n.inputs[0] for n in eng.nodes if n.op == "relu"]
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    xs = torch.rand(50_000, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        v0, vs = g.forward(x0, return_all=True), g.forward(xs, return_all=True)
+    lo_c, hi_c = {}, {}
+    for v in relu_in[:2]:  # split the first two layers' unstable neurons by each point's pattern
+        l, u = root.bounds[v]
+        unstable = (l < 0) & (u > 0)
+        lo_c[v] = torch.where(unstable & (v0[v] >= 0), 0.0, -torch.inf)
+        hi_c[v] = torch.where(unstable & (v0[v] < 0), 0.0, torch.inf)
+    M = 3
+    bounds = _constrained_bounds(eng, root.bounds, M, lo_c, hi_c)
+    signs = {v: torch.where(lo_c[v] >= 0, 1, torch.where(hi_c[v] <= 0, -1, 0)).to(torch.int8) for v in lo_c}
+    with torch.no_grad():
+        _, fresh = eng.compute(L.expand(M, -1), U.expand(M, -1), C.unsqueeze(0).expand(M, -1, -1), method="crown",
+                               alphas=root.inter_alpha, splits=Splits(signs), prior=bounds, return_bounds=True,
+                               intermediate="backward")
+    tighter = 0.0
+    for i in range(M):
+        inside = torch.ones(xs.shape[0], dtype=torch.bool)
+        for v in lo_c:
+            inside &= ((vs[v] >= lo_c[v][i]) & (vs[v] <= hi_c[v][i])).all(1)
+        assert int(inside.sum()) > 0
+        for v in relu_in:
+            l, u = fresh[v]
+            assert (l[i] >= bounds[v][0][i] - 1e-12).all() and (u[i] <= bounds[v][1][i] + 1e-12).all()
+            assert (vs[v][inside] >= l[i] - 1e-9).all() and (vs[v][inside] <= u[i] + 1e-9).all(), v
+            tighter += float((bounds[v][1][i] - bounds[v][0][i]).sum() - (u[i] - l[i]).sum())
+    assert tighter > 0  # the splits did tighten something downstream

@@ -68,6 +68,10 @@ class Settings:
     # memory (MiB) for keeping each open domain's optimised α and β, so its children start from them;
     # past the cap (or at 0) children start from the root's α and zero β
     warm_start_mb: int = 1024
+    # activation splitting: recompute each child's intermediate bounds under its split constraints (CROWN
+    # with the root's optimised per-neuron α, intersected with the root's bounds) instead of reusing the
+    # root's bounds; costs one backward pass per layer and batch
+    refresh_intermediate: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

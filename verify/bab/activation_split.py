@@ -26,7 +26,7 @@ from verify.bab.input_split import SearchResult
 from verify.bab.objective import Objective
 from verify.bab.tables import split_points
 from verify.bounds.alpha import AlphaOptions, alpha_crown, init_alphas
-from verify.bounds.crown import BoundEngine, Splits
+from verify.bounds.crown import BoundEngine, RowAlphas, Splits
 from verify.bounds.optim import Adam
 from verify.graph.ir import Node
 
@@ -66,6 +66,26 @@ class Domains:
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state.values()) if self.state else 0
+
+
+@dataclass
+class Root:
+    """What the search reuses from an α-CROWN pass over the whole region."""
+
+    lb: torch.Tensor      # (1, R) lower bounds of the objective rows
+    bounds: dict          # optimised intermediate bounds (valid in every sub-domain)
+    alpha: dict           # output-objective α per unary node (per row)
+    inter_alpha: dict     # intermediate-bound α per value (RowAlphas or shared): for refreshing domains' bounds
+
+    @staticmethod
+    def from_alpha_crown(lb: torch.Tensor, bounds: dict, alphas: dict) -> "Root":
+        def detached(group):
+            out = {k: a.detach() for k, a in group.items()}
+            return RowAlphas(out, group.axis) if isinstance(group, RowAlphas) else out
+
+        return Root(lb.detach(), {k: (l.detach(), u.detach()) for k, (l, u) in bounds.items()},
+                    detached(alphas.get("__output__", {})),
+                    {v: detached(g) for v, g in alphas.items() if v != "__output__"})
 
 
 @dataclass(frozen=True)
@@ -148,7 +168,7 @@ def split_children(nodes: list[Candidate], lo: dict, hi: dict, branch: torch.Ten
 
 
 def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
-                  nodes, iters: int, lr: float, deadline: float, refresh: bool = False, branching: str = "gap",
+                  nodes, iters: int, lr: float, deadline: float, refresh: dict | None = None, branching: str = "gap",
                   warm: dict | None = None, fsb: int = 1, use_tables: bool = True, beta_lr: float | None = None,
                   state: dict | None = None, patience: int = 3):
     """Lower bounds of C·y - d (M, R), branching choices (M, 2), the input coefficients for M domains,
@@ -165,10 +185,13 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
     L = lower.reshape(1, -1).expand(M, -1)
     U = upper.reshape(1, -1).expand(M, -1)
     bounds = _constrained_bounds(engine, root_bounds, M, lo_c, hi_c)
-    if refresh:  # recompute intermediate bounds under the constraints (costly; off by default)
+    if refresh is not None:
+        # recompute intermediate bounds under the domains' sign constraints with the root's optimised
+        # intermediate α (`refresh`), intersected with the root's bounds: never looser, tighter downstream
+        # of a split
         signs = {v: torch.where(lo_c[v] >= 0, 1, torch.where(hi_c[v] <= 0, -1, 0)).to(torch.int8) for v in lo_c}
         with torch.no_grad():
-            _, fresh = engine.compute(L, U, obj.C.unsqueeze(0).expand(M, -1, -1), method="crown",
+            _, fresh = engine.compute(L, U, obj.C.unsqueeze(0).expand(M, -1, -1), method="crown", alphas=refresh,
                                       splits=Splits({v: s.reshape(M, *graph.shape_of(v)) for v, s in signs.items()}),
                                       prior=bounds, return_bounds=True, intermediate="backward")
         bounds = {k: fresh.get(k, b) for k, b in bounds.items()}
@@ -401,7 +424,7 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
                             use_tables: bool = True, branching: str = "gap", root=None) -> SearchResult:
     """Search until every domain is verified, a counterexample is confirmed, or time/memory runs out.
 
-    `root` = (lower bounds, intermediate bounds, output α) of an α-CROWN pass already made on the whole
+    `root` (a `Root`) is the α-CROWN pass already made on the whole
     region (the driver's incomplete step); without it the search makes its own."""
     graph = engine.graph
     nodes = split_candidates(engine)
@@ -412,11 +435,9 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
     if root is None:
         budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
         opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget, optimize_intermediate=True)
-        lb_root, root_bounds, alphas = alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d)
-        root_bounds = {k: (l.detach(), u.detach()) for k, (l, u) in root_bounds.items()}
-        root_alpha = {k: a.detach() for k, a in alphas["__output__"].items()}
-    else:
-        lb_root, root_bounds, root_alpha = root
+        root = Root.from_alpha_crown(*alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d))
+    lb_root, root_bounds, root_alpha = root.lb, root.bounds, root.alpha
+    refresh = root.inter_alpha if settings.refresh_intermediate else None
     if bool(obj.score(lb_root)[0] > tol):
         return SearchResult("unsat", domains=1)
     # terms already verified at the root stay verified in every sub-domain: bound only the open ones
@@ -476,7 +497,7 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
             clb, cchoice, A_in, Lc, Uc, state = bound_domains(
                 engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes, settings.beta_iters, settings.lr,
                 deadline, branching=branching, warm=warm, fsb=settings.fsb, use_tables=use_tables,
-                beta_lr=settings.bab_lr, state=c_state)
+                beta_lr=settings.bab_lr, state=c_state, refresh=refresh)
         cscore = torch.maximum(obj.score(clb), torch.cat([parents.score, parents.score]))
         domains += 2 * k
         if A_in is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from verify.bab.activation_split import activation_split_search
+from verify.bab.activation_split import Root, activation_split_search
 from verify.bab.input_split import input_split_search
 from verify.bab.objective import Objective
 from verify.bounds import AlphaOptions, alpha_crown, engine_for
@@ -62,10 +62,7 @@ def incomplete_bounds(engine, obj: Objective, lower: torch.Tensor, upper: torch.
     opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget,
                         optimize_intermediate=engine.graph.input_size > settings.input_split_max_dim)
     lb, bounds, alphas = alpha_crown(engine, L, U, C, opts, shift=obj.d, return_state=True)
-    root = None
-    if opts.optimize_intermediate:
-        root = (lb, {k: (l.detach(), u.detach()) for k, (l, u) in bounds.items()},
-                {k: a.detach() for k, a in alphas.get("__output__", {}).items()})
+    root = Root.from_alpha_crown(lb, bounds, alphas) if opts.optimize_intermediate else None
     return lb, root
 
 
