@@ -472,7 +472,7 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
             sd = doms.take(stuck.nonzero().flatten())
             settled, x = _lp_settle(engine, obj, root_bounds, lower, upper, sd, values, tol, confirm, deadline)
             if x is not None:
-                return SearchResult("sat", x=x.to(dtype), domains=domains)
+                return SearchResult("sat", x=x, domains=domains)  # float64, as confirmed
             sd = sd.take((~settled).nonzero().flatten())
             if len(sd):
                 with torch.enable_grad():
