@@ -66,12 +66,13 @@ def init_alphas(engine: BoundEngine, bounds: dict, B: int, S: int, optimize_inte
                 l, u = bounds[n.inputs[0]]
                 pairs.append((v, n, l, engine.rules[n.name].alpha_init(l.detach(), u.detach(), n.attrs)))
         rows = {v: 2 * bounds[v][0][0].numel() for v, *_ in pairs}
-        per_row = sum(a0.numel() * rows[v] for v, _, _, a0 in pairs) <= ROW_ALPHA_MAX_ELEMENTS
+        per_row = sum(a0.numel() * rows[v] for v, n, _, a0 in pairs
+                      if engine.rules[n.name].row_alpha) <= ROW_ALPHA_MAX_ELEMENTS
         for v, n, l, a0 in pairs:
-            if not per_row:
-                alphas.setdefault(v, {})[n.name] = a0.clone().requires_grad_()
+            group = alphas.setdefault(v, RowAlphas({}, {}) if per_row else {})
+            if not (per_row and engine.rules[n.name].row_alpha):
+                group[n.name] = a0.clone().requires_grad_()
                 continue
-            group = alphas.setdefault(v, RowAlphas({}, {}))
             ax = 2 if a0.dim() > l.dim() else 1  # stacked parameters (P, B, *shape) get rows on axis 2
             group.axis[n.name] = ax
             group[n.name] = a0.unsqueeze(ax).expand(*a0.shape[:ax], rows[v], *a0.shape[ax:]).clone().requires_grad_()

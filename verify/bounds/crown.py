@@ -36,9 +36,10 @@ class RowAlphas(dict):
     """Relaxation parameters for one intermediate value's bounds with one copy per objective row.
 
     Maps unary node name -> tensor whose axis `axis[name]` has 2·n rows for the value's n neurons (lower
-    bound of neuron j in row j, upper bound in row n + j). `_tighten` selects the rows of the neurons it
-    bounds. Per-neuron parameters are what make α-CROWN's intermediate bounds tight on deep networks: one
-    shared slope per ReLU has to serve every neuron of the next layers at once."""
+    bound of neuron j in row j, upper bound in row n + j); names missing from `axis` hold one shared
+    parameter (no row axis). `_tighten` selects the rows of the neurons it bounds. Per-neuron parameters
+    are what make α-CROWN's intermediate bounds tight on deep networks: one shared slope per ReLU has to
+    serve every neuron of the next layers at once."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], axis: dict[str, int]):
         super().__init__(tensors)
@@ -46,7 +47,7 @@ class RowAlphas(dict):
 
     def rows(self, idx: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
         sel = torch.cat([idx, idx + n])
-        return {k: a.index_select(self.axis[k], sel) for k, a in self.items()}
+        return {k: a.index_select(self.axis[k], sel) if k in self.axis else a for k, a in self.items()}
 
 
 @dataclass

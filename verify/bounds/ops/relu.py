@@ -14,6 +14,7 @@ from verify.bounds.ops.base import UnaryRule, register
 @register("relu")
 class ReluRule(UnaryRule):
     has_alpha = True
+    row_alpha = True
 
     @staticmethod
     def _slope(attrs) -> float:
