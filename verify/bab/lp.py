@@ -129,21 +129,21 @@ def solve_domain(engine: BoundEngine, obj: Objective, bounds: dict, lower: torch
         b_ub = np.concatenate([-rows_e[r], -h])
         res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=[*zip(lo, hi), (None, None)], method="highs")
         if res.status == 2:  # no input meets the split constraints: certify that separately
-            bound = _empty_domain_bound(G, h, lo, hi)
-        elif res.status != 0:
+            empty = _empty_domain_bound(G, h, lo, hi)
+            return LPResult(True, bound=empty) if empty > tol else LPResult(False, bound=empty)
+        if res.status != 0:
             return LPResult(False)
-        else:
-            if res.fun <= 0:
-                return LPResult(False, x=np.clip(res.x[:n_in], lo, hi))
-            y = np.maximum(-np.asarray(res.ineqlin.marginals), 0.0)   # multipliers of the <= rows, >= 0
-            mu, lam = y[:m], y[m:]
-            if mu.sum() <= 0:
-                return LPResult(False)
-            mu = mu / mu.sum()
-            lam = lam / y[:m].sum()
-            c = mu @ rows_c[r] + lam @ G
-            c0 = float(mu @ rows_e[r] + lam @ h)
-            bound = _box_min(c, c0, lo, hi)
+        if res.fun <= 0:
+            return LPResult(False, x=np.clip(res.x[:n_in], lo, hi))
+        y = np.maximum(-np.asarray(res.ineqlin.marginals), 0.0)   # multipliers of the <= rows, >= 0
+        mu, lam = y[:m], y[m:]
+        if mu.sum() <= 0:
+            return LPResult(False)
+        lam = lam / mu.sum()
+        mu = mu / mu.sum()
+        c = mu @ rows_c[r] + lam @ G
+        c0 = float(mu @ rows_e[r] + lam @ h)
+        bound = _box_min(c, c0, lo, hi)
         worst = min(worst, bound)
         if not bound > tol:
             return LPResult(False, bound=worst)
