@@ -246,7 +246,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--every must be >= 1, got {args.every}")
     if args.timeout_scale <= 0:
         raise InputError(f"--timeout-scale must be positive, got {args.timeout_scale}")
-    if not 0 <= args.offset:
+    if args.offset < 0:
         raise InputError(f"--offset must be >= 0, got {args.offset}")
     instances = read_instances(csv_path)[args.offset::args.every]
     if args.limit is not None:

@@ -69,7 +69,6 @@ class ReluRule(UnaryRule):
         lb = torch.zeros_like(ub)
         return lw, lb, uw, ub
 
-
     def _relax_finite(self, l, u, a, active, unstable, width, alpha):
         """`relax` for finite bounds: the chord k·x + (a - k)·l with k = (u - a·l) / (u - l) on unstable
         neurons, the identity / slope-a line on stable ones."""
