@@ -49,22 +49,25 @@ def _spec_output_above(t: float, lo, hi) -> Spec:
     return Spec(2, 1, [Disjunct(np.array(lo, float), np.array(hi, float), np.array([[-1.0]]), np.array([-t]))])
 
 
-@pytest.mark.parametrize("split", ["input", "activation"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_known_answers(split, seed):
-    module = _net(seed)
+def _assert_known_answers(module, settings, frac: float = 0.05):
+    """On [-1, 1]²: a threshold above the grid maximum plus its Lipschitz slack is unsat; one `frac` below
+    the grid maximum is sat, with a counterexample inside the box that reaches it when executed."""
     g = load_torch(module, (2,))
     lo, hi = [-1.0, -1.0], [1.0, 1.0]
     ymax, slack = _grid_max(module, lo, hi)
-    settings = Settings(timeout=30, split=split, attack_share=0.0, attack_min_s=0.0, seed=seed)
     safe = check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings)
     assert safe.verdict == "unsat", safe.note
-    unsafe_t = ymax - 0.05 * max(1.0, abs(ymax))
+    unsafe_t = ymax - frac * max(1.0, abs(ymax))
     bad = check(g, _spec_output_above(unsafe_t, lo, hi), settings)
     assert bad.verdict == "sat"
-    x = torch.as_tensor(bad.x).reshape(1, 2)
-    assert module(x).item() >= unsafe_t
+    assert module(torch.as_tensor(bad.x).reshape(1, 2)).item() >= unsafe_t
     assert np.all(bad.x >= np.array(lo)) and np.all(bad.x <= np.array(hi))
+
+
+@pytest.mark.parametrize("split", ["input", "activation"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_known_answers(split, seed):
+    _assert_known_answers(_net(seed), Settings(timeout=30, split=split, attack_share=0.0, attack_min_s=0.0, seed=seed))
 
 
 def test_disjunction_of_two_boxes_and_terms():
@@ -106,14 +109,8 @@ def test_timeout_is_honoured():
 @pytest.mark.parametrize("seed", [0, 3])
 def test_filtered_smart_branching_known_answers(seed):
     """Activation splitting with FSB (4 candidates per domain) gives the same known answers."""
-    module = _net(seed, hidden=(16, 16))
-    g = load_torch(module, (2,))
-    lo, hi = [-1.0, -1.0], [1.0, 1.0]
-    ymax, slack = _grid_max(module, lo, hi)
-    settings = Settings(timeout=30, split="activation", fsb=4, attack_share=0.0, attack_min_s=0.0)
-    assert check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings).verdict == "unsat"
-    bad = check(g, _spec_output_above(ymax - 0.05 * max(1.0, abs(ymax)), lo, hi), settings)
-    assert bad.verdict == "sat"
+    _assert_known_answers(_net(seed, hidden=(16, 16)),
+                          Settings(timeout=30, split="activation", fsb=4, attack_share=0.0, attack_min_s=0.0))
 
 
 def test_open_terms_drops_only_verified_terms():
@@ -164,14 +161,8 @@ def test_candidates_are_ranked_best_first():
 @pytest.mark.parametrize("warm_start_mb", [0, 1024])
 def test_warm_start_from_parent_keeps_answers(warm_start_mb):
     """Children starting from their parent's α and β (or, at 0 MiB, from the root's α) give the known answers."""
-    module = _net(4, hidden=(16, 16))
-    g = load_torch(module, (2,))
-    lo, hi = [-1.0, -1.0], [1.0, 1.0]
-    ymax, slack = _grid_max(module, lo, hi)
-    settings = Settings(timeout=30, split="activation", warm_start_mb=warm_start_mb, attack_share=0.0,
-                        attack_min_s=0.0)
-    assert check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings).verdict == "unsat"
-    assert check(g, _spec_output_above(ymax - 0.05 * max(1.0, abs(ymax)), lo, hi), settings).verdict == "sat"
+    _assert_known_answers(_net(4, hidden=(16, 16)), Settings(timeout=30, split="activation", warm_start_mb=warm_start_mb,
+                                                             attack_share=0.0, attack_min_s=0.0))
 
 
 def test_domain_store_keeps_state_batch_first():
@@ -193,23 +184,16 @@ def test_domain_store_keeps_state_batch_first():
 def test_refreshed_intermediate_bounds_keep_answers(seed):
     """Children whose intermediate bounds are recomputed under their splits (root's per-neuron α) give the
     known answers on a three-hidden-layer net."""
-    module = _net(seed, hidden=(12, 12, 12))
-    g = load_torch(module, (2,))
-    lo, hi = [-1.0, -1.0], [1.0, 1.0]
-    ymax, slack = _grid_max(module, lo, hi)
-    settings = Settings(timeout=30, split="activation", refresh_intermediate=True, attack_share=0.0,
-                        attack_min_s=0.0)
-    assert check(g, _spec_output_above(ymax + slack + 1e-3, lo, hi), settings).verdict == "unsat"
-    bad = check(g, _spec_output_above(ymax - 0.05 * max(1.0, abs(ymax)), lo, hi), settings)
-    assert bad.verdict == "sat"
-    assert module(torch.as_tensor(bad.x).reshape(1, 2)).item() >= ymax - 0.05 * max(1.0, abs(ymax))
+    _assert_known_answers(_net(seed, hidden=(12, 12, 12)), Settings(timeout=30, split="activation",
+                                                                     refresh_intermediate=True, attack_share=0.0,
+                                                                     attack_min_s=0.0))
 
 
 def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
     """bound_domains' refresh: for domains given by split signs of a random point's pattern, every sampled
     input of the box that meets the domain's signs has its intermediate values inside the refreshed bounds,
     which are never looser than the root's."""
-    from verify.bab.activation_split import Root, _constrained_bounds
+    from verify.bab.activation_split import Root, _constrained_bounds, split_signs
     from verify.bounds import AlphaOptions, alpha_crown, engine_for
     from verify.bounds.crown import Splits
 
@@ -234,7 +218,7 @@ def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
         hi_c[v] = torch.where(unstable & (v0[v] < 0), 0.0, torch.inf)
     M = 3
     bounds = _constrained_bounds(eng, root.bounds, M, lo_c, hi_c)
-    signs = {v: torch.where(lo_c[v] >= 0, 1, torch.where(hi_c[v] <= 0, -1, 0)).to(torch.int8) for v in lo_c}
+    signs = split_signs(lo_c, hi_c)
     with torch.no_grad():
         _, fresh = eng.compute(L.expand(M, -1), U.expand(M, -1), C.unsqueeze(0).expand(M, -1, -1), method="crown",
                                alphas=root.inter_alpha, splits=Splits(signs), prior=bounds, return_bounds=True,

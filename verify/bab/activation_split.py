@@ -135,6 +135,12 @@ def _constrained_bounds(engine, base_bounds, M, lo_c, hi_c):
     return bounds
 
 
+def split_signs(lo_c: dict, hi_c: dict) -> dict:
+    """Sign constraints implied by interval constraints: +1 where lo_c >= 0 (v >= 0 holds), -1 where
+    hi_c <= 0, 0 elsewhere (int8, same shapes)."""
+    return {v: torch.where(lo_c[v] >= 0, 1, torch.where(hi_c[v] <= 0, -1, 0)).to(torch.int8) for v in lo_c}
+
+
 def split_children(nodes: list[Candidate], lo: dict, hi: dict, branch: torch.Tensor, base_bounds: dict,
                    use_tables: bool = True) -> tuple[dict, dict]:
     """Constraints of the 2k children of k domains split at `branch` (k, 2) = (candidate index, neuron):
@@ -189,7 +195,7 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         # recompute intermediate bounds under the domains' sign constraints with the root's optimised
         # intermediate α (`refresh`), intersected with the root's bounds: never looser, tighter downstream
         # of a split
-        signs = {v: torch.where(lo_c[v] >= 0, 1, torch.where(hi_c[v] <= 0, -1, 0)).to(torch.int8) for v in lo_c}
+        signs = split_signs(lo_c, hi_c)
         with torch.no_grad():
             _, fresh = engine.compute(L, U, obj.C.unsqueeze(0).expand(M, -1, -1), method="crown", alphas=refresh,
                                       splits=Splits({v: s.reshape(M, *graph.shape_of(v)) for v, s in signs.items()}),
@@ -406,7 +412,7 @@ def _lp_settle(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, up
         lo_i = {v: doms.lo[v][i:i + 1].to(dt) for v in values}
         hi_i = {v: doms.hi[v][i:i + 1].to(dt) for v in values}
         bounds = _constrained_bounds(engine, base, 1, lo_i, hi_i)
-        signs = {v: torch.where(lo_i[v][0] >= 0, 1, torch.where(hi_i[v][0] <= 0, -1, 0)) for v in values}
+        signs = {v: s[0] for v, s in split_signs(lo_i, hi_i).items()}
         res = lp.solve_domain(engine, obj, bounds, lower, upper, signs, tol)
         if res is None:
             continue
