@@ -235,3 +235,50 @@ def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
             assert (vs[v][inside] >= l[i] - 1e-9).all() and (vs[v][inside] <= u[i] + 1e-9).all(), v
             tighter += float((bounds[v][1][i] - bounds[v][0][i]).sum() - (u[i] - l[i]).sum())
     assert tighter > 0  # the splits did tighten something downstream
+
+
+def test_padded_term_rows_and_domain_rows_keep_each_terms_score():
+    """Each term's rows, padded by repeating its first row; a domain holding one term scores it as the
+    full objective scores that term alone."""
+    from verify.bab.objective import DomainRows, Objective
+
+    terms = [(np.array([[1.0, 0.0]]), np.array([0.0])),
+             (np.array([[0.0, 1.0], [1.0, 1.0]]), np.array([0.0, 1.0])),
+             (np.array([[-1.0, 0.0]]), np.array([2.0]))]
+    obj = Objective(terms, torch.float64, combine=False)
+    rows = obj.padded_term_rows()
+    assert rows.tolist() == [[0, 0], [1, 2], [3, 3]]
+    dom = DomainRows(obj, rows[torch.tensor([1, 2, 0])])
+    assert dom.C.shape == (3, 2, 2) and dom.rows.tolist() == [[1, 2], [3, 3], [0, 0]]
+    vals = torch.tensor([[0.3, -0.5, 0.2, -0.1]], dtype=torch.float64)
+    per_term = obj.term_max(vals)[0]  # (T,)
+    assert torch.equal(dom.score(vals[0, rows[torch.tensor([1, 2, 0])]]), per_term[torch.tensor([1, 2, 0])])
+
+
+@pytest.mark.parametrize("per_term", [True, False])
+def test_disjunction_of_terms_known_answers_with_and_without_per_term_search(per_term):
+    """A two-output net and three terms (y0 high; y1 high; y0 high and y1 fairly high, a two-row term):
+    thresholds above each output's grid maximum plus its Lipschitz slack are unsat; lowering one term's threshold below the
+    grid maximum makes it sat, whether the terms share domains or are searched each on its own."""
+    torch.manual_seed(7)
+    module = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    g = load_torch(module, (2,))
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    heads = [nn.Sequential(*module, nn.Linear(2, 1, bias=False)).double() for _ in range(2)]
+    for k, h in enumerate(heads):
+        with torch.no_grad():
+            h[-1].weight.copy_(torch.eye(2, dtype=torch.float64)[k:k + 1])
+    maxes = [_grid_max(h, lo.tolist(), hi.tolist()) for h in heads]
+    safe = [m + s + 1e-3 for m, s in maxes]
+    settings = Settings(timeout=30, split="activation", per_term=per_term, attack_share=0.0, attack_min_s=0.0)
+
+    def spec(t0, t1):
+        return Spec(2, 2, [Disjunct(lo, hi, np.array([[-1.0, 0.0]]), np.array([-t0])),
+                           Disjunct(lo, hi, np.array([[0.0, -1.0]]), np.array([-t1])),
+                           Disjunct(lo, hi, -np.eye(2), np.array([-t0, -(maxes[1][0] - 0.3)]))])
+
+    ok = check(g, spec(*safe), settings)
+    assert ok.verdict == "unsat" and ok.domains > 3  # the search ran past the root
+    bad = check(g, spec(safe[0], maxes[1][0] - 0.05), settings)
+    assert bad.verdict == "sat"
+    assert module(torch.as_tensor(bad.x).reshape(1, 2))[0, 1].item() >= maxes[1][0] - 0.05

@@ -72,6 +72,9 @@ class Settings:
     # with the root's optimised per-neuron α, intersected with the root's bounds) instead of reusing the
     # root's bounds; costs one backward pass per layer and batch
     refresh_intermediate: bool = False
+    # activation splitting: search each open term of the disjunction on its own (each domain then carries
+    # one term's rows) instead of all open terms in one tree
+    per_term: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

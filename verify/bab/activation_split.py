@@ -23,7 +23,7 @@ import torch
 
 from verify.bab import lp
 from verify.bab.input_split import SearchResult
-from verify.bab.objective import Objective
+from verify.bab.objective import DomainRows, Objective
 from verify.bab.tables import split_points
 from verify.bounds.alpha import AlphaOptions, alpha_crown, init_alphas
 from verify.bounds.crown import BoundEngine, RowAlphas, Splits
@@ -36,12 +36,14 @@ MIN_WIDTH = 1e-6
 
 class Domains:
     """Batched domain store: per split-able value, constraint tensors lo_c/hi_c (N, n_v) (±inf = none),
-    the domain's score and chosen split, and optionally its optimised α and β (`state`: name -> (N, ...)
-    tensors kept in bfloat16) so that its children start where it ended."""
+    the domain's score and chosen split, optionally its optimised α and β (`state`: name -> (N, ...)
+    tensors kept in bfloat16) so that its children start where it ended, and the term of the objective it
+    holds (`term` (N,), when each term is searched on its own; None: every domain holds every open term)."""
 
     def __init__(self, lo: dict[str, torch.Tensor], hi: dict[str, torch.Tensor], score: torch.Tensor,
-                 branch: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
-        self.lo, self.hi, self.score, self.branch, self.state = lo, hi, score, branch, state
+                 branch: torch.Tensor, state: dict[str, torch.Tensor] | None = None,
+                 term: torch.Tensor | None = None):
+        self.lo, self.hi, self.score, self.branch, self.state, self.term = lo, hi, score, branch, state, term
 
     def __len__(self) -> int:
         return self.score.shape[0]
@@ -49,7 +51,7 @@ class Domains:
     def take(self, idx: torch.Tensor) -> "Domains":
         state = None if self.state is None else {k: t[idx] for k, t in self.state.items()}
         return Domains({v: t[idx] for v, t in self.lo.items()}, {v: t[idx] for v, t in self.hi.items()},
-                       self.score[idx], self.branch[idx], state)
+                       self.score[idx], self.branch[idx], state, None if self.term is None else self.term[idx])
 
     @staticmethod
     def cat(a: "Domains", b: "Domains") -> "Domains":
@@ -62,7 +64,8 @@ class Domains:
                 tb = tb if tb is not None else ta.new_zeros(len(b), *ta.shape[1:])
                 state[k] = torch.cat([ta, tb])
         return Domains({v: torch.cat([a.lo[v], b.lo[v]]) for v in a.lo}, {v: torch.cat([a.hi[v], b.hi[v]]) for v in a.hi},
-                       torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]), state)
+                       torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]), state,
+                       None if a.term is None else torch.cat([a.term, b.term]))
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state.values()) if self.state else 0
@@ -173,7 +176,7 @@ def split_children(nodes: list[Candidate], lo: dict, hi: dict, branch: torch.Ten
     return c_lo, c_hi
 
 
-def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
+def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
                   nodes, iters: int, lr: float, deadline: float, refresh: dict | None = None, branching: str = "gap",
                   warm: dict | None = None, fsb: int = 1, use_tables: bool = True, beta_lr: float | None = None,
                   state: dict | None = None, patience: int = 3):
@@ -197,12 +200,12 @@ def bound_domains(engine: BoundEngine, obj: Objective, root_bounds: dict, lower,
         # of a split
         signs = split_signs(lo_c, hi_c)
         with torch.no_grad():
-            _, fresh = engine.compute(L, U, obj.C.unsqueeze(0).expand(M, -1, -1), method="crown", alphas=refresh,
+            _, fresh = engine.compute(L, U, obj.spec(M), method="crown", alphas=refresh,
                                       splits=Splits({v: s.reshape(M, *graph.shape_of(v)) for v, s in signs.items()}),
                                       prior=bounds, return_bounds=True, intermediate="backward")
         bounds = {k: fresh.get(k, b) for k, b in bounds.items()}
     R = obj.n_rows
-    A0 = obj.C.unsqueeze(0).expand(M, -1, -1).reshape(M, R, *graph.shape_of(graph.output))
+    A0 = obj.spec(M).reshape(M, R, *graph.shape_of(graph.output))
     # per-row α of the unary nonlinearities (products keep their default McCormick planes here)
     alphas = {k: a for k, a in init_alphas(engine, bounds, M, R, False)["__output__"].items()
               if engine.kind[k] == "unary"}
@@ -291,15 +294,19 @@ def _batch_axis(engine: BoundEngine, name: str, alpha: torch.Tensor) -> int:
 
 
 def _row_alphas(engine: BoundEngine, alphas: dict | None, rows: torch.Tensor) -> dict | None:
-    """The unary nodes' output-objective α restricted to the objective rows `rows` (the row axis follows
-    the batch axis; stacked parameters (P, B, S, ...) have it one later)."""
+    """The unary nodes' output-objective α (one domain's worth) restricted to the objective rows `rows`:
+    (R,) for rows shared by every domain, or (M, r) for each domain's own rows (the result then has M on
+    the batch axis). The row axis follows the batch axis; stacked parameters (P, B, S, ...) have it one
+    later."""
     if not alphas:
         return None
     out = {}
     for name, a in alphas.items():
         if engine.kind[name] != "unary":
             continue
-        out[name] = a.index_select(_batch_axis(engine, name, a) + 1, rows)
+        ax = _batch_axis(engine, name, a)
+        sel = a.index_select(ax + 1, rows.flatten())
+        out[name] = sel if rows.dim() == 1 else sel.reshape(*sel.shape[:ax], *rows.shape, *sel.shape[ax + 2:])
     return out
 
 
@@ -372,6 +379,7 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
     rep = lambda t, axis: torch.cat([t, t], axis)  # noqa: E731  (two children per domain)
     be2 = {v: tuple(rep(t, 0) for t in b) for v, b in betas.items()}
     A2 = rep(A0, 0)
+    d2 = obj.d if obj.d.dim() == 1 else rep(obj.d, 0)  # shared rows (R,) or each domain's own (M, r)
     best_val = torch.full((M,), -torch.inf, dtype=L.dtype)
     best_k = torch.zeros(M, dtype=torch.long)
     for k in range(K):
@@ -387,7 +395,7 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
             node = engine.nodes[engine.index[name]]
             l, u = child_bounds[node.inputs[0]]
             al[name] = engine.rules[name].alpha_project(rep(a, _batch_axis(engine, name, a)), l, u, node.attrs)
-        lb = engine.backward(graph.output, A2, child_bounds, rep(L, 0), rep(U, 0), al, be2) - obj.d.unsqueeze(0)
+        lb = engine.backward(graph.output, A2, child_bounds, rep(L, 0), rep(U, 0), al, be2) - d2
         worse = torch.minimum(*obj.score(lb).reshape(2, M))
         worse = torch.where(valid, worse, torch.full_like(worse, -torch.inf))
         better = worse > best_val
@@ -413,7 +421,8 @@ def _lp_settle(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, up
         hi_i = {v: doms.hi[v][i:i + 1].to(dt) for v in values}
         bounds = _constrained_bounds(engine, base, 1, lo_i, hi_i)
         signs = {v: s[0] for v, s in split_signs(lo_i, hi_i).items()}
-        res = lp.solve_domain(engine, obj, bounds, lower, upper, signs, tol)
+        obj_i = obj if doms.term is None else obj.subset_terms(torch.arange(obj.n_terms) == doms.term[i])
+        res = lp.solve_domain(engine, obj_i, bounds, lower, upper, signs, tol)
         if res is None:
             continue
         if res.verified:
@@ -432,35 +441,58 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
 
     `root` (a `Root`) is the α-CROWN pass already made on the whole
     region (the driver's incomplete step); without it the search makes its own."""
-    graph = engine.graph
-    nodes = split_candidates(engine)
-    if not nodes:
+    if not split_candidates(engine):
         return SearchResult("unknown", note="no nonlinear neuron to split on")
-    values = [c.value for c in nodes]
     L0, U0 = lower.reshape(1, -1), upper.reshape(1, -1)
     if root is None:
         budget = max(0.0, (deadline - time.perf_counter()) * 0.3)
         opts = AlphaOptions(iterations=settings.alpha_iters, lr=settings.lr, time_budget=budget, optimize_intermediate=True)
         root = Root.from_alpha_crown(*alpha_crown(engine, L0, U0, obj.C, opts, return_state=True, shift=obj.d))
-    lb_root, root_bounds, root_alpha = root.lb, root.bounds, root.alpha
-    refresh = root.inter_alpha if settings.refresh_intermediate else None
+    lb_root = root.lb
     if bool(obj.score(lb_root)[0] > tol):
         return SearchResult("unsat", domains=1)
     # terms already verified at the root stay verified in every sub-domain: bound only the open ones
     obj = obj.open_terms(lb_root.detach().reshape(1, -1) - tol)
-    warm = _row_alphas(engine, root_alpha, obj.rows)
+    return _search(engine, obj, root, lower, upper, deadline, settings, progress, confirm, tol, use_tables,
+                   branching)
+
+
+def _search(engine: BoundEngine, obj: Objective, root: Root, lower: torch.Tensor, upper: torch.Tensor,
+            deadline: float, settings, progress, confirm, tol: float, use_tables: bool,
+            branching: str) -> SearchResult:
+    """The branch-and-bound loop for the open terms `obj` (rows `obj.rows` of the root's objective).
+
+    With `settings.per_term` (and more than one open term) each domain holds one term: the search starts
+    from one domain per term, every domain is bounded on its own term's rows only (a backward pass costs
+    in proportion to the rows, so this is up to T times cheaper per domain), branching serves that term
+    alone, and the terms' domains still share each batch. Otherwise every domain holds every open term."""
+    graph = engine.graph
+    nodes = split_candidates(engine)
+    values = [c.value for c in nodes]
+    root_bounds = root.bounds
+    refresh = root.inter_alpha if settings.refresh_intermediate else None
+    term_rows = obj.padded_term_rows() if settings.per_term and obj.n_terms > 1 else None
+
+    def objective_of(term):
+        """The objective and the root's α for a batch of domains holding terms `term` (None: all)."""
+        o = obj if term is None else DomainRows(obj, term_rows[term])
+        return o, _row_alphas(engine, root.alpha, o.rows)
+
     dtype = lower.dtype
     sizes = {v: int(torch.tensor(graph.shape_of(v)).prod()) for v in values}
-    lo_c = {v: torch.full((1, sizes[v]), -torch.inf, dtype=dtype) for v in values}
-    hi_c = {v: torch.full((1, sizes[v]), torch.inf, dtype=dtype) for v in values}
+    term = None if term_rows is None else torch.arange(obj.n_terms)
+    n0 = 1 if term is None else obj.n_terms
+    lo_c = {v: torch.full((n0, sizes[v]), -torch.inf, dtype=dtype) for v in values}
+    hi_c = {v: torch.full((n0, sizes[v]), torch.inf, dtype=dtype) for v in values}
+    o, warm = objective_of(term)
     with torch.enable_grad():
-        lb, choice, _, _, _, state = bound_domains(engine, obj, root_bounds, lower, upper, lo_c, hi_c, nodes,
+        lb, choice, _, _, _, state = bound_domains(engine, o, root_bounds, lower, upper, lo_c, hi_c, nodes,
                                                    settings.beta_iters, settings.lr, deadline, branching=branching,
                                                    warm=warm, fsb=settings.fsb, use_tables=use_tables,
                                                    beta_lr=settings.bab_lr)
     keep_state = settings.warm_start_mb > 0
-    doms = Domains(lo_c, hi_c, obj.score(lb), choice, state if keep_state else None)
-    domains = 1
+    doms = Domains(lo_c, hi_c, o.score(lb), choice, state if keep_state else None, term)
+    domains = n0
     half = max(1, settings.batch_size // 2)
     while True:
         n = len(doms)
@@ -481,11 +513,12 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
                 return SearchResult("sat", x=x, domains=domains)  # float64, as confirmed
             sd = sd.take((~settled).nonzero().flatten())
             if len(sd):
+                o, warm = objective_of(sd.term)
                 with torch.enable_grad():
-                    slb = bound_domains(engine, obj, root_bounds, lower, upper, sd.lo, sd.hi, nodes,
+                    slb = bound_domains(engine, o, root_bounds, lower, upper, sd.lo, sd.hi, nodes,
                                         25 * settings.beta_iters, settings.lr, deadline, warm=warm,
                                         use_tables=use_tables, beta_lr=settings.lr, patience=50)[0]
-                if not bool((obj.score(slb) > tol).all()):
+                if not bool((o.score(slb) > tol).all()):
                     return SearchResult("unknown", domains=domains,
                                         note="a domain with nothing left to split could not be verified")
             doms = doms.take((~stuck).nonzero().flatten())
@@ -499,12 +532,14 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
         c_lo, c_hi = split_children(nodes, parents.lo, parents.hi, parents.branch, root_bounds, use_tables)
         # both children start from their parent's final α and β (the new split's β from 0)
         c_state = None if parents.state is None else {k: torch.cat([t, t]) for k, t in parents.state.items()}
+        c_term = None if parents.term is None else torch.cat([parents.term, parents.term])
+        o, warm = objective_of(c_term)
         with torch.enable_grad():
             clb, cchoice, A_in, Lc, Uc, state = bound_domains(
-                engine, obj, root_bounds, lower, upper, c_lo, c_hi, nodes, settings.beta_iters, settings.lr,
+                engine, o, root_bounds, lower, upper, c_lo, c_hi, nodes, settings.beta_iters, settings.lr,
                 deadline, branching=branching, warm=warm, fsb=settings.fsb, use_tables=use_tables,
                 beta_lr=settings.bab_lr, state=c_state, refresh=refresh)
-        cscore = torch.maximum(obj.score(clb), torch.cat([parents.score, parents.score]))
+        cscore = torch.maximum(o.score(clb), torch.cat([parents.score, parents.score]))
         domains += 2 * k
         if A_in is not None:
             worst_row = clb.argmin(1)
@@ -516,7 +551,8 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
                 if confirm is None or confirm(xs[i]):
                     return SearchResult("sat", x=xs[i], domains=domains)
         open_ = cscore <= tol
-        children = Domains(c_lo, c_hi, cscore, cchoice, state if keep_state else None).take(open_.nonzero().flatten())
+        children = Domains(c_lo, c_hi, cscore, cchoice, state if keep_state else None, c_term)
+        children = children.take(open_.nonzero().flatten())
         doms = Domains.cat(rest, children)
         if keep_state and doms.state_bytes() > settings.warm_start_mb * 2**20:
             keep_state = False  # memory cap: from here on, domains start from the root's α and zero β

@@ -54,7 +54,11 @@ class Objective:
         A term verified on a region (some row's lower bound > 0) stays verified on every sub-domain, since
         sub-domains only add constraints: the search need not bound its rows again. Restricting the rows
         cuts the cost of every backward pass in proportion."""
-        keep_terms = self.term_max(lb_rows.reshape(1, -1))[0] <= 0
+        return self.subset_terms(self.term_max(lb_rows.reshape(1, -1))[0] <= 0)
+
+    def subset_terms(self, keep_terms: torch.Tensor) -> "Objective":
+        """The objective restricted to the terms where `keep_terms` (T,) bool is true; `rows` keeps each
+        remaining row's index in the full objective."""
         if bool(keep_terms.all()):
             return self
         rows = keep_terms[self.term]
@@ -66,6 +70,21 @@ class Objective:
         out.n_rows = int(rows.sum())
         out.rows = self.rows[rows]
         return out
+
+    def padded_term_rows(self) -> torch.Tensor:
+        """(T, r) indices of each term's rows, r the largest term's row count; a shorter term repeats its
+        first row (a repeated row leaves the max over the term's rows, and so the score, unchanged)."""
+        counts = torch.bincount(self.term, minlength=self.n_terms)
+        out = torch.empty(self.n_terms, int(counts.max()), dtype=torch.long, device=self.C.device)
+        for t in range(self.n_terms):
+            idx = (self.term == t).nonzero().flatten()
+            out[t, :len(idx)] = idx
+            out[t, len(idx):] = idx[0]
+        return out
+
+    def spec(self, M: int) -> torch.Tensor:
+        """(M, R, n_out): the objective matrix for M domains."""
+        return self.C.unsqueeze(0).expand(M, -1, -1)
 
     def term_max(self, rows: torch.Tensor) -> torch.Tensor:
         """(N, R) row values -> (N, T): max over each term's rows."""
@@ -86,3 +105,23 @@ class Objective:
         """(N,) how far from a violation (<= 0 means violated): min over terms of max over rows."""
         vals = y.reshape(y.shape[0], -1) @ self.C.T - self.d
         return self.term_max(vals).min(1).values
+
+
+class DomainRows:
+    """The objective of a batch of domains that each hold one term of `obj`: domain i bounds the rows
+    `rows[i]` (from `Objective.padded_term_rows`), so a backward pass carries one term's rows per domain
+    instead of every open term's. Offers what the bounding step uses of an `Objective`: `spec`, `d`,
+    `n_rows`, `rows` (indices in the full objective, (M, r)) and `score`."""
+
+    def __init__(self, obj: Objective, rows: torch.Tensor):
+        self.C = obj.C[rows]        # (M, r, n_out)
+        self.d = obj.d[rows]        # (M, r)
+        self.rows = obj.rows[rows]  # (M, r)
+        self.n_rows = rows.shape[1]
+
+    def spec(self, M: int) -> torch.Tensor:
+        return self.C
+
+    def score(self, lb_rows: torch.Tensor) -> torch.Tensor:
+        """(N, r) lower bounds -> (N,) score: every row belongs to the domain's one term, so the max."""
+        return lb_rows.max(1).values
