@@ -248,9 +248,10 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
     optim = Adam(params, lr=lr, scales=scales) if params else None
     best, collect = None, {}
     stall, best_total = 0, -torch.inf
+    relax_cache: dict = {}  # the bounds stay fixed over the iterations: relaxations reuse their α-free parts
     for it in range(max(1, iters)):
         collect = {}
-        lb = engine.backward(graph.output, A0, bounds, L, U, alphas, betas, collect) - obj.d
+        lb = engine.backward(graph.output, A0, bounds, L, U, alphas, betas, collect, cache=relax_cache) - obj.d
         cur = lb.detach()
         best = cur if best is None else torch.maximum(best, cur)
         total = float(obj.score(best).clamp(max=0).sum())

@@ -95,7 +95,7 @@ class BoundEngine:
     def backward(self, start: str, A0: torch.Tensor, bounds: dict, lower: torch.Tensor, upper: torch.Tensor,
                  alphas: dict[str, torch.Tensor] | None = None,
                  betas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-                 collect: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                 collect: dict[str, torch.Tensor] | None = None, cache: dict | None = None) -> torch.Tensor:
         """Lower bound of A0·v_start over each box: returns (B, S).
 
         When `collect` is a dict, it receives the linear coefficients A of every value fully propagated
@@ -105,6 +105,8 @@ class BoundEngine:
         this objective (per row: (B, S, *shape) or shared: (B, *shape)). `betas[value]` =
         (beta_lo, beta_hi, lo_c, hi_c): Lagrangian multipliers (B, S, *shape), >= 0 and zero where
         unconstrained, of split constraints lo_c <= value <= hi_c (B, *shape) that hold on each domain.
+        `cache` (a dict kept by the caller across calls with the same `bounds`, e.g. the iterations of an
+        optimiser) lets the relaxations reuse what does not depend on α.
         """
         graph = self.graph
         B, S = A0.shape[:2]
@@ -131,11 +133,21 @@ class BoundEngine:
                 src = node.inputs[0]
                 l, u = bounds[src]
                 alpha = alphas.get(node.name) if alphas else None
-                lw, lb, uw, ub = self.rules[node.name].relax(l, u, node.attrs, alpha)
-                pos = A >= 0
+                rule = self.rules[node.name]
+                if cache is None:
+                    lw, lb, uw, ub = rule.relax(l, u, node.attrs, alpha)
+                else:
+                    lw, lb, uw, ub = rule.relax_cached(l, u, node.attrs, alpha, cache, node.name)
                 lw_, uw_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lw, uw))
-                self._accumulate(As, src, A * torch.where(pos, lw_, uw_))
-                bias = bias + self._relax_bias(A, pos, lb, ub)
+                # A⁺·lw + A⁻·uw, written without a boolean mask: relu(A)·(lw - uw) + A·uw (boolean ops
+                # and torch.where cost several times a float op on CPU); where a slope is infinite the
+                # masked form keeps 0·inf out
+                A_pos = torch.relu(A)
+                A_next = A_pos * (lw_ - uw_) + A * uw_
+                if not bool(torch.isfinite(A_next.sum())):
+                    A_next = A * torch.where(A >= 0, lw_, uw_)
+                self._accumulate(As, src, A_next)
+                bias = bias + self._relax_bias(A, A_pos, lb, ub)
             elif kind == "binary":  # two-variable ops (products, quotients) with their own backward rule
                 dtype_ = A.dtype
                 in_bounds = [bounds[i] if i in bounds else (graph.const(i, dtype_, device),) * 2 for i in node.inputs]
@@ -158,22 +170,21 @@ class BoundEngine:
         return bias + (A_in * centre).sum(-1) - (A_in.abs() * radius).sum(-1)
 
     @staticmethod
-    def _relax_bias(A: torch.Tensor, pos: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
-        """Sum over neurons of A⁺·lb + A⁻·ub, shape (B, S); a batched matmul when offsets are shared by rows."""
+    def _relax_bias(A: torch.Tensor, A_pos: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+        """Sum over neurons of A⁺·lb + A⁻·ub, shape (B, S), given A⁺ = relu(A); a batched matmul when
+        offsets are shared by rows."""
         B, S = A.shape[:2]
+        A_neg = A - A_pos
         if lb.dim() == A.dim() - 1:  # offsets (B, *shape), shared by every row
-            Af = A.reshape(B, S, -1)
-            pf = pos.reshape(B, S, -1)
-            zero_lb = not bool(lb.any())
-            An = torch.where(pf, torch.zeros((), dtype=A.dtype, device=A.device), Af)
-            out = torch.bmm(An, ub.reshape(B, -1, 1)).squeeze(-1)
-            if not zero_lb:
-                out = out + torch.bmm(Af - An, lb.reshape(B, -1, 1)).squeeze(-1)
+            out = torch.bmm(A_neg.reshape(B, S, -1), ub.reshape(B, -1, 1)).squeeze(-1)
+            if bool(lb.any()):
+                out = out + torch.bmm(A_pos.reshape(B, S, -1), lb.reshape(B, -1, 1)).squeeze(-1)
         else:
-            out = torch.where(pos, A * lb, A * ub).flatten(2).sum(-1)
+            out = (A_pos * lb + A_neg * ub).flatten(2).sum(-1)
         if bool(torch.isfinite(out).all()):  # no infinite offset took part (it would give ±inf or NaN)
             return out
         # infinite offsets (unbounded relaxations): 0 * inf must count as 0, not NaN
+        pos = A >= 0
         lb_, ub_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lb, ub))
         term = torch.where(pos, A * lb_, A * ub_)
         return torch.where(A == 0, torch.zeros((), dtype=A.dtype), term).flatten(2).sum(-1)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import builtins
 import inspect
-import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable

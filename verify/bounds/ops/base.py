@@ -68,6 +68,11 @@ class UnaryRule(OpRule):
         """Return (lw, lb, uw, ub) valid on [l, u]."""
         raise NotImplementedError
 
+    def relax_cached(self, l: torch.Tensor, u: torch.Tensor, attrs: dict[str, Any], alpha, cache: dict, key: str):
+        """`relax`, for callers that relax the same (l, u) many times with changing α (the bound
+        optimisers): a rule may keep in `cache[key]` whatever does not depend on α. Default: no reuse."""
+        return self.relax(l, u, attrs, alpha)
+
     def alpha_init(self, l: torch.Tensor, u: torch.Tensor, attrs: dict[str, Any]):
         return None
 

@@ -69,6 +69,22 @@ class ReluRule(UnaryRule):
         lb = torch.zeros_like(ub)
         return lw, lb, uw, ub
 
+    def relax_cached(self, l, u, attrs, alpha, cache, key):
+        """Only the lower slope on unstable neurons depends on α: the rest of the relaxation is computed
+        once per (l, u) and kept in `cache[key]`. The slope is blended in with a float mask (`lerp` with
+        weight 0 or 1 returns one end exactly), which on CPU costs a fraction of `torch.where`'s time."""
+        st = cache.get(key)
+        if st is None:
+            lw0, lb, uw, ub = self.relax(l, u, attrs, None)
+            unstable = ((l < 0) & (u > 0)).to(l.dtype)
+            st = cache[key] = (unstable, lw0, lb, uw, ub)
+        unstable, lw0, lb, uw, ub = st
+        if alpha is None:
+            return lw0, lb, uw, ub
+        if alpha.dim() > l.dim():  # per-objective-row alphas (B, S, ...) against bounds (B, ...)
+            return torch.lerp(lw0.unsqueeze(1), alpha, unstable.unsqueeze(1)), lb, uw, ub
+        return torch.lerp(lw0, alpha, unstable), lb, uw, ub
+
     def _relax_finite(self, l, u, a, active, unstable, width, alpha):
         """`relax` for finite bounds: the chord k·x + (a - k)·l with k = (u - a·l) / (u - l) on unstable
         neurons, the identity / slope-a line on stable ones."""

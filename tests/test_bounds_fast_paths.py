@@ -1,0 +1,74 @@
+"""The bound optimisers' fast paths give what the plain computations give.
+
+The branch-and-bound inner loop reuses each ReLU relaxation's α-free part across iterations
+(`relax_cached`), writes the backward step without boolean masks, and steps Adam with torch's fused
+kernel; each must agree with the straightforward form it replaces.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from verify.bounds import optim
+from verify.bounds.ops.base import RULES
+
+
+@pytest.mark.parametrize("op,attrs", [("relu", {}), ("leakyrelu", {"alpha": 0.1})])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_cached_relu_relaxation_equals_relax(op, attrs, per_row):
+    rule = RULES[op]
+    g = torch.Generator().manual_seed(0)
+    l = torch.randn(6, 10, generator=g, dtype=torch.float64) * 2
+    u = l + torch.rand(6, 10, generator=g, dtype=torch.float64) * 3
+    l[0, 0], u[1, 1] = -torch.inf, torch.inf  # unbounded ends take the general path
+    shape = (6, 3, 10) if per_row else (6, 10)
+    cache = {}
+    for _ in range(3):  # the second and third calls reuse the cache
+        alpha = rule.alpha_project(torch.rand(*shape, generator=g, dtype=torch.float64), l, u, attrs)
+        want = rule.relax(l, u, attrs, alpha)
+        got = rule.relax_cached(l, u, attrs, alpha, cache, "n")
+        for w, h in zip(want, got):
+            assert torch.equal(w, h.expand_as(w)) or torch.allclose(w, h.expand_as(w), equal_nan=True)
+    assert torch.equal(rule.relax_cached(l, u, attrs, None, cache, "n")[0], rule.relax(l, u, attrs, None)[0])
+
+
+def test_backward_with_relaxation_cache_equals_plain_backward():
+    from verify.bounds.crown import BoundEngine
+    from verify.importers.torch import load_torch
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 3)).double()
+    graph = load_torch(net, (4,))
+    engine = BoundEngine(graph)
+    L = torch.rand(5, 4, dtype=torch.float64) - 1
+    U = L + torch.rand(5, 4, dtype=torch.float64)
+    C = torch.randn(5, 2, 3, dtype=torch.float64)
+    _, bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
+    plain = engine.backward(graph.output, C, bounds, L, U)
+    cache = {}
+    for _ in range(2):
+        assert torch.allclose(engine.backward(graph.output, C, bounds, L, U, cache=cache), plain, atol=1e-12)
+
+
+def test_fused_adam_step_equals_the_plain_loop(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    start = [torch.rand(4, 5, generator=g) for _ in range(3)]
+    grads = [[torch.randn(4, 5, generator=g) for _ in start] for _ in range(6)]
+
+    def run(fused: bool):
+        monkeypatch.setattr(optim, "_FUSED", getattr(torch, "_fused_adam_", None) if fused else None)
+        ps = [p.clone() for p in start]
+        opt = optim.Adam(ps, lr=0.1, scales=[1.0, 0.5, 1.0], lr_decay=0.9)
+        for k, step in enumerate(grads):
+            for p, gr in zip(ps, step):
+                p.grad = gr.clone()
+            if k % 2:
+                ps[2].grad = None  # a parameter without a gradient this step is left alone
+            opt.step()
+        return ps
+
+    if getattr(torch, "_fused_adam_", None) is None:
+        pytest.skip("this torch has no fused Adam kernel")
+    for a, b in zip(run(True), run(False)):
+        assert torch.allclose(a, b, atol=1e-6)
