@@ -32,6 +32,8 @@ from verify.graph.ir import Node
 
 # a neuron whose interval is narrower than this is not worth splitting
 MIN_WIDTH = 1e-6
+# domains whose intermediate bounds are refreshed per engine call (the deadline is checked between calls)
+REFRESH_CHUNK = 64
 
 
 class Domains:
@@ -197,13 +199,26 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
     if refresh is not None:
         # recompute intermediate bounds under the domains' sign constraints with the root's optimised
         # intermediate α (`refresh`), intersected with the root's bounds: never looser, tighter downstream
-        # of a split
+        # of a split. In chunks, so the deadline is checked between them: past it, the remaining domains
+        # keep the bounds they have (valid, only looser)
         signs = split_signs(lo_c, hi_c)
-        with torch.no_grad():
-            _, fresh = engine.compute(L, U, obj.spec(M), method="crown", alphas=refresh,
-                                      splits=Splits({v: s.reshape(M, *graph.shape_of(v)) for v, s in signs.items()}),
-                                      prior=bounds, return_bounds=True, intermediate="backward")
-        bounds = {k: fresh.get(k, b) for k, b in bounds.items()}
+        spec = obj.spec(M)
+        chunks = {k: ([], []) for k in bounds}
+        for s0 in range(0, M, REFRESH_CHUNK):
+            sl = slice(s0, min(M, s0 + REFRESH_CHUNK))
+            part = {k: (l[sl], u[sl]) for k, (l, u) in bounds.items()}
+            if time.perf_counter() < deadline:
+                n = sl.stop - sl.start
+                with torch.no_grad():
+                    _, fresh = engine.compute(L[sl], U[sl], spec[sl], method="crown", alphas=refresh,
+                                              splits=Splits({v: t[sl].reshape(n, *graph.shape_of(v))
+                                                             for v, t in signs.items()}),
+                                              prior=part, return_bounds=True, intermediate="backward")
+                part = {k: fresh.get(k, b) for k, b in part.items()}
+            for k, (l, u) in part.items():
+                chunks[k][0].append(l)
+                chunks[k][1].append(u)
+        bounds = {k: (torch.cat(ls), torch.cat(us)) for k, (ls, us) in chunks.items()}
     R = obj.n_rows
     A0 = obj.spec(M).reshape(M, R, *graph.shape_of(graph.output))
     # per-row α of the unary nonlinearities (products keep their default McCormick planes here)
