@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from verify.api import check
+from verify.api import check, compute_bounds
 from verify.importers.torch import load_torch
 from verify.settings import Settings
 from verify.spec.spec import Disjunct, Spec
@@ -282,3 +282,31 @@ def test_disjunction_of_terms_known_answers_with_and_without_per_term_search(per
     bad = check(g, spec(safe[0], maxes[1][0] - 0.05), settings)
     assert bad.verdict == "sat"
     assert module(torch.as_tensor(bad.x).reshape(1, 2))[0, 1].item() >= maxes[1][0] - 0.05
+
+
+def test_timeout_is_honoured_by_activation_splitting_with_refresh():
+    """Activation splitting with per-domain refreshed intermediate bounds (the costliest bounding step)
+    still stops within a second or two of the timeout."""
+    import time
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                           nn.Linear(64, 2)).double()
+    g = load_torch(module, (20,))
+    lo, hi = -np.ones(20), np.ones(20)
+    with torch.no_grad():
+        y = module(torch.rand(20000, 20, dtype=torch.float64) * 2 - 1)
+    sampled = (y[:, 0] - y[:, 1]).max().item()
+    crown = compute_bounds(g, (lo, hi), method="crown", C=np.array([[1.0, -1.0]]))[1].item()
+    # unsafe iff y0 - y1 >= t, t 30% of the way from the sampled maximum to CROWN's bound: the search
+    # neither proves nor falsifies it in 3 s
+    t = sampled + 0.3 * (crown - sampled)
+    spec = Spec(20, 2, [Disjunct(lo, hi, np.array([[-1.0, 1.0]]), np.array([-t]))])
+    t0 = time.perf_counter()
+    res = check(g, spec, Settings(timeout=3, split="activation", refresh_intermediate=True, batch_size=4096,
+                                  attack_share=0.1))
+    assert time.perf_counter() - t0 < 3 + 2.5
+    assert res.domains > 100  # the search ran
+    if res.verdict == "sat":
+        out = module(torch.as_tensor(res.x).reshape(1, 20))[0]
+        assert (out[0] - out[1]).item() >= t
