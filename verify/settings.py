@@ -72,8 +72,8 @@ class Settings:
     # with the root's optimised per-neuron α, intersected with the root's bounds) instead of reusing the
     # root's bounds; costs one backward pass per layer and batch
     refresh_intermediate: bool = False
-    # activation splitting: search each open term of the disjunction on its own (each domain then carries
-    # one term's rows) instead of all open terms in one tree
+    # activation splitting: each domain holds one open term of the disjunction and is bounded on that
+    # term's rows only (the terms' domains share batches), instead of every domain holding every open term
     per_term: bool = True
 
     def __post_init__(self) -> None:

@@ -457,7 +457,8 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
 
     `root` (a `Root`) is the α-CROWN pass already made on the whole
     region (the driver's incomplete step); without it the search makes its own."""
-    if not split_candidates(engine):
+    nodes = split_candidates(engine)
+    if not nodes:
         return SearchResult("unknown", note="no nonlinear neuron to split on")
     L0, U0 = lower.reshape(1, -1), upper.reshape(1, -1)
     if root is None:
@@ -469,12 +470,12 @@ def activation_split_search(engine: BoundEngine, obj: Objective, lower: torch.Te
         return SearchResult("unsat", domains=1)
     # terms already verified at the root stay verified in every sub-domain: bound only the open ones
     obj = obj.open_terms(lb_root.detach().reshape(1, -1) - tol)
-    return _search(engine, obj, root, lower, upper, deadline, settings, progress, confirm, tol, use_tables,
-                   branching)
+    return _search(engine, nodes, obj, root, lower, upper, deadline, settings, progress, confirm, tol,
+                   use_tables, branching)
 
 
-def _search(engine: BoundEngine, obj: Objective, root: Root, lower: torch.Tensor, upper: torch.Tensor,
-            deadline: float, settings, progress, confirm, tol: float, use_tables: bool,
+def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: Root, lower: torch.Tensor,
+            upper: torch.Tensor, deadline: float, settings, progress, confirm, tol: float, use_tables: bool,
             branching: str) -> SearchResult:
     """The branch-and-bound loop for the open terms `obj` (rows `obj.rows` of the root's objective).
 
@@ -483,7 +484,6 @@ def _search(engine: BoundEngine, obj: Objective, root: Root, lower: torch.Tensor
     in proportion to the rows, so this is up to T times cheaper per domain), branching serves that term
     alone, and the terms' domains still share each batch. Otherwise every domain holds every open term."""
     graph = engine.graph
-    nodes = split_candidates(engine)
     values = [c.value for c in nodes]
     root_bounds = root.bounds
     refresh = root.inter_alpha if settings.refresh_intermediate else None
