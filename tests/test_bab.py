@@ -189,21 +189,29 @@ def test_refreshed_intermediate_bounds_keep_answers(seed):
                                                                      attack_min_s=0.0))
 
 
-def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
-    """bound_domains' refresh: for domains given by split signs of a random point's pattern, every sampled
-    input of the box that meets the domain's signs has its intermediate values inside the refreshed bounds,
-    which are never looser than the root's."""
-    from verify.bab.activation_split import Root, _constrained_bounds, split_signs
+def _three_layer_root():
+    """A 2-10-10-10-1 ReLU net on [-1, 1]^2 with its α-CROWN root (per-neuron intermediate α), for the
+    refresh tests: (graph, engine, L, U, C, Root)."""
+    from verify.bab.activation_split import Root
     from verify.bounds import AlphaOptions, alpha_crown, engine_for
-    from verify.bounds.crown import Splits
 
-    module = _net(8, hidden=(10, 10, 10))
-    g = load_torch(module, (2,))
+    g = load_torch(_net(8, hidden=(10, 10, 10)), (2,))
     eng = engine_for(g)
     L, U = -torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
     C = torch.tensor([[1.0]], dtype=torch.float64)
     root = Root.from_alpha_crown(*alpha_crown(eng, L, U, C, AlphaOptions(iterations=10, optimize_intermediate=True,
                                                                          stop_when_positive=False), return_state=True))
+    return g, eng, L, U, C, root
+
+
+def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
+    """bound_domains' refresh: for domains given by split signs of a random point's pattern, every sampled
+    input of the box that meets the domain's signs has its intermediate values inside the refreshed bounds,
+    which are never looser than the root's."""
+    from verify.bab.activation_split import _constrained_bounds, split_signs
+    from verify.bounds.crown import Splits
+
+    g, eng, L, U, C, root = _three_layer_root()
     relu_in = [n.inputs[0] for n in eng.nodes if n.op == "relu"]
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand(3, 2, generator=gen, dtype=torch.float64) * 2 - 1
@@ -235,6 +243,60 @@ def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
             assert (vs[v][inside] >= l[i] - 1e-9).all() and (vs[v][inside] <= u[i] + 1e-9).all(), v
             tighter += float((bounds[v][1][i] - bounds[v][0][i]).sum() - (u[i] - l[i]).sum())
     assert tighter > 0  # the splits did tighten something downstream
+
+
+def test_inherited_refresh_skipping_upstream_values_contains_sampled_points():
+    """Refresh passed down the tree: a parent split in layer 1 is refreshed, then its children split in
+    layer 2 start from the parent's bounds and skip the values up to their split. Every sampled input that
+    meets a child's splits has its values inside the child's bounds, which are never looser than the
+    parent's; and the skipped values keep exactly the parent's bounds."""
+    from verify.bab.activation_split import (
+        _constrained_bounds,
+        _refresh_bounds,
+        split_candidates,
+    )
+    from verify.bab.objective import Objective
+
+    g, eng, L, U, C, root = _three_layer_root()
+    obj = Objective([(np.array([[1.0]]), np.array([0.0]))], torch.float64)
+    nodes = split_candidates(eng)
+    vals = [c.value for c in nodes]
+    gen = torch.Generator().manual_seed(1)
+    xs = torch.rand(50_000, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        vs = g.forward(xs, return_all=True)
+
+    def unstable_pick(bounds, v, i):
+        l, u = bounds[v][0].reshape(bounds[v][0].shape[0], -1), bounds[v][1].reshape(bounds[v][1].shape[0], -1)
+        return int(((l[i] < 0) & (u[i] > 0)).nonzero()[0])
+
+    # parent: one domain, the first unstable neuron of layer 1 split at 0 (upper side)
+    lo_c = {v: torch.full((1, 10), -torch.inf, dtype=torch.float64) for v in vals}
+    hi_c = {v: torch.full((1, 10), torch.inf, dtype=torch.float64) for v in vals}
+    j = unstable_pick(root.bounds, vals[0], 0)
+    lo_c[vals[0]][0, j] = 0.0
+    base = _constrained_bounds(eng, root.bounds, 1, lo_c, hi_c)
+    par = _refresh_bounds(eng, obj, base, L, U, lo_c, hi_c, root.inter_alpha, nodes, torch.tensor([0]), float("inf"))
+    # children: the parent's next split in layer 2, both sides, starting from the parent's bounds
+    k = unstable_pick(par, vals[1], 0)
+    c_lo = {v: torch.cat([t, t]) for v, t in lo_c.items()}
+    c_hi = {v: torch.cat([t, t]) for v, t in hi_c.items()}
+    c_hi[vals[1]][0, k] = 0.0
+    c_lo[vals[1]][1, k] = 0.0
+    start = _constrained_bounds(eng, {v: (torch.cat([l, l]), torch.cat([u, u])) for v, (l, u) in par.items()},
+                                2, c_lo, c_hi)
+    kids = _refresh_bounds(eng, obj, start, L.expand(2, -1), U.expand(2, -1), c_lo, c_hi, root.inter_alpha, nodes,
+                           torch.tensor([1, 1]), float("inf"))
+    assert torch.equal(kids[vals[0]][0], start[vals[0]][0])  # upstream of the split: kept as given
+    for i in range(2):
+        inside = torch.ones(xs.shape[0], dtype=torch.bool)
+        for v in vals:
+            inside &= ((vs[v] >= c_lo[v][i]) & (vs[v] <= c_hi[v][i])).all(1)
+        assert int(inside.sum()) > 0
+        for v in vals:
+            l, u = kids[v][0][i].reshape(-1), kids[v][1][i].reshape(-1)
+            assert (l >= par[v][0][0].reshape(-1) - 1e-12).all() and (u <= par[v][1][0].reshape(-1) + 1e-12).all()
+            assert (vs[v][inside] >= l - 1e-9).all() and (vs[v][inside] <= u + 1e-9).all(), v
 
 
 def test_padded_term_rows_and_domain_rows_keep_each_terms_score():

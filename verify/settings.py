@@ -69,9 +69,16 @@ class Settings:
     # past the cap (or at 0) children start from the root's α and zero β
     warm_start_mb: int = 1024
     # activation splitting: recompute each child's intermediate bounds under its split constraints (CROWN
-    # with the root's optimised per-neuron α, intersected with the root's bounds) instead of reusing the
-    # root's bounds; costs one backward pass per layer and batch
-    refresh_intermediate: bool = False
+    # with the root's optimised per-neuron α, intersected with its parent's bounds, which it inherits) for
+    # the layers after its newest split. None (default): on when every split-able neuron is a ReLU input
+    # (measured on the MNIST and ERAN ReLU nets), off otherwise
+    refresh_intermediate: bool | None = None
+    # with refresh: re-bound only each term's `refresh_top` most important unstable neurons per value (by the
+    # branching score at the search's start); the others keep their parent's bounds. 0 (default): all
+    refresh_top: int = 0
+    # with refresh: a domain whose bound is below -early_split_below branches on the earliest layer that
+    # has an unstable neuron (its split tightens every later layer); None: always by score
+    early_split_below: float | None = 3.0
     # activation splitting: each domain holds one open term of the disjunction and is bounded on that
     # term's rows only (the terms' domains share batches), instead of every domain holding every open term
     per_term: bool = True

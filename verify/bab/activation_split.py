@@ -40,20 +40,26 @@ class Domains:
     """Batched domain store: per split-able value, constraint tensors lo_c/hi_c (N, n_v) (±inf = none),
     the domain's score and chosen split, optionally its optimised α and β (`state`: name -> (N, ...)
     tensors kept in bfloat16) so that its children start where it ended, and the term of the objective it
-    holds (`term` (N,), when each term is searched on its own; None: every domain holds every open term)."""
+    holds (`term` (N,), when each term is searched on its own; None: every domain holds every open term).
+    `bounds` (value -> (l, u), each (N, n_v)), when intermediate bounds are refreshed, are each domain's own
+    bounds of the split-able values: valid on the domain and passed on to its children (a child lies inside
+    its parent), so tightening accumulates down the tree."""
 
     def __init__(self, lo: dict[str, torch.Tensor], hi: dict[str, torch.Tensor], score: torch.Tensor,
                  branch: torch.Tensor, state: dict[str, torch.Tensor] | None = None,
-                 term: torch.Tensor | None = None):
+                 term: torch.Tensor | None = None, bounds: dict | None = None):
         self.lo, self.hi, self.score, self.branch, self.state, self.term = lo, hi, score, branch, state, term
+        self.bounds = bounds
 
     def __len__(self) -> int:
         return self.score.shape[0]
 
     def take(self, idx: torch.Tensor) -> "Domains":
         state = None if self.state is None else {k: t[idx] for k, t in self.state.items()}
+        bounds = None if self.bounds is None else {v: (l[idx], u[idx]) for v, (l, u) in self.bounds.items()}
         return Domains({v: t[idx] for v, t in self.lo.items()}, {v: t[idx] for v, t in self.hi.items()},
-                       self.score[idx], self.branch[idx], state, None if self.term is None else self.term[idx])
+                       self.score[idx], self.branch[idx], state, None if self.term is None else self.term[idx],
+                       bounds)
 
     @staticmethod
     def cat(a: "Domains", b: "Domains") -> "Domains":
@@ -65,9 +71,13 @@ class Domains:
                 ta = ta if ta is not None else tb.new_zeros(len(a), *tb.shape[1:])
                 tb = tb if tb is not None else ta.new_zeros(len(b), *ta.shape[1:])
                 state[k] = torch.cat([ta, tb])
+        bounds = None  # both parts have their own bounds or neither does (a search refreshes or it does not)
+        if a.bounds is not None and b.bounds is not None:
+            bounds = {v: (torch.cat([l, b.bounds[v][0]]), torch.cat([u, b.bounds[v][1]]))
+                      for v, (l, u) in a.bounds.items()}
         return Domains({v: torch.cat([a.lo[v], b.lo[v]]) for v in a.lo}, {v: torch.cat([a.hi[v], b.hi[v]]) for v in a.hi},
                        torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]), state,
-                       None if a.term is None else torch.cat([a.term, b.term]))
+                       None if a.term is None else torch.cat([a.term, b.term]), bounds)
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state.values()) if self.state else 0
@@ -181,44 +191,39 @@ def split_children(nodes: list[Candidate], lo: dict, hi: dict, branch: torch.Ten
 def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
                   nodes, iters: int, lr: float, deadline: float, refresh: dict | None = None, branching: str = "gap",
                   warm: dict | None = None, fsb: int = 1, use_tables: bool = True, beta_lr: float | None = None,
-                  state: dict | None = None, patience: int = 3):
+                  state: dict | None = None, patience: int = 3, refined: dict | None = None,
+                  split_at: torch.Tensor | None = None, focus: dict | None = None, scores: dict | None = None,
+                  term: torch.Tensor | None = None, early_below: float | None = None):
     """Lower bounds of C·y - d (M, R), branching choices (M, 2), the input coefficients for M domains,
-    the box, and the final α and β (`state`, bfloat16, for the children's warm start).
+    the box, the final α and β (`state`, bfloat16, for the children's warm start), and the bounds of the
+    split-able values the domains were bounded with (value -> (l, u), each (M, n_v)).
 
     `warm` maps unary node names to starting α (one domain's worth, broadcast to all M), e.g. the root's
     optimised α: a good start matters because each domain gets only a few optimisation steps. `state`
     (per domain, e.g. the parents' final α and β) overrides it where given.
     `fsb` > 1 picks each domain's branching among its `fsb` best heuristic candidates by filtered smart
-    branching (one CROWN pass per candidate and child); 1 takes the heuristic's best."""
+    branching (one CROWN pass per candidate and child); 1 takes the heuristic's best.
+    `refined` (value -> (l, u), each (M, n_v)) are bounds known to hold on each domain (its parent's), used
+    beside the root's. `refresh` (the root's intermediate α) recomputes the intermediate bounds under the
+    domains' split signs; `split_at` (M,), the candidate index of each domain's newest split, lets it skip
+    the values up to that split (nothing new constrains them); `focus` (value -> (M, n_v) mask) limits it
+    to the masked neurons (`term` (M,): domains with equal terms share masks). Domains whose bound is
+    below -`early_below` branch on their earliest unstable layer. `scores`, if given, receives the
+    branching scores of every candidate neuron."""
     graph = engine.graph
     beta_lr = lr if beta_lr is None else beta_lr
     M = next(iter(lo_c.values())).shape[0]
     L = lower.reshape(1, -1).expand(M, -1)
     U = upper.reshape(1, -1).expand(M, -1)
     bounds = _constrained_bounds(engine, root_bounds, M, lo_c, hi_c)
+    for v, (rl, ru) in (refined or {}).items():
+        l, u = bounds[v]
+        l = torch.maximum(l, rl.reshape(l.shape).to(l.dtype))
+        u = torch.maximum(torch.minimum(u, ru.reshape(u.shape).to(u.dtype)), l)
+        bounds[v] = (l, u)
     if refresh is not None:
-        # recompute intermediate bounds under the domains' sign constraints with the root's optimised
-        # intermediate α (`refresh`), intersected with the root's bounds: never looser, tighter downstream
-        # of a split. In chunks, so the deadline is checked between them: past it, the remaining domains
-        # keep the bounds they have (valid, only looser)
-        signs = split_signs(lo_c, hi_c)
-        spec = obj.spec(M)
-        chunks = {k: ([], []) for k in bounds}
-        for s0 in range(0, M, REFRESH_CHUNK):
-            sl = slice(s0, min(M, s0 + REFRESH_CHUNK))
-            part = {k: (l[sl], u[sl]) for k, (l, u) in bounds.items()}
-            if time.perf_counter() < deadline:
-                n = sl.stop - sl.start
-                with torch.no_grad():
-                    _, fresh = engine.compute(L[sl], U[sl], spec[sl], method="crown", alphas=refresh,
-                                              splits=Splits({v: t[sl].reshape(n, *graph.shape_of(v))
-                                                             for v, t in signs.items()}),
-                                              prior=part, return_bounds=True, intermediate="backward")
-                part = {k: fresh.get(k, b) for k, b in part.items()}
-            for k, (l, u) in part.items():
-                chunks[k][0].append(l)
-                chunks[k][1].append(u)
-        bounds = {k: (torch.cat(ls), torch.cat(us)) for k, (ls, us) in chunks.items()}
+        bounds = _refresh_bounds(engine, obj, bounds, L, U, lo_c, hi_c, refresh, nodes, split_at, deadline, focus,
+                                 term)
     R = obj.n_rows
     A0 = obj.spec(M).reshape(M, R, *graph.shape_of(graph.output))
     # per-row α of the unary nonlinearities (products keep their default McCormick planes here)
@@ -286,7 +291,11 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
             for v, (b_lo, b_hi, _, _) in betas.items():
                 b_lo.clamp_(min=0).mul_(masks[v][0])
                 b_hi.clamp_(min=0).mul_(masks[v][1])
-    cands = _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching, top=max(1, fsb))
+    early = None
+    if early_below is not None:
+        early = obj.score(best) < -early_below
+    cands = _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching, top=max(1, fsb), scores=scores,
+                        early=early)
     if fsb > 1 and time.perf_counter() < deadline:
         choice = _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U,
                                    {k: a.detach() for k, a in alphas.items()},
@@ -299,7 +308,57 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
     for v, (b_lo, b_hi, _, _) in betas.items():
         final["bl:" + v] = b_lo.detach().to(torch.bfloat16)
         final["bh:" + v] = b_hi.detach().to(torch.bfloat16)
-    return best, choice, (A_in.detach() if A_in is not None else None), L, U, final
+    used = {c.value: (bounds[c.value][0].reshape(M, -1), bounds[c.value][1].reshape(M, -1)) for c in nodes}
+    return best, choice, (A_in.detach() if A_in is not None else None), L, U, final, used
+
+
+def _refresh_bounds(engine: BoundEngine, obj, bounds: dict, L, U, lo_c: dict, hi_c: dict, alphas: dict,
+                    nodes, split_at: torch.Tensor | None, deadline: float, focus: dict | None = None,
+                    term: torch.Tensor | None = None) -> dict:
+    """The intermediate bounds of M domains recomputed by CROWN under their split signs with the root's
+    optimised intermediate α, intersected with `bounds`: never looser, tighter downstream of a split.
+
+    Domains are grouped by the candidate of their newest split (`split_at`): the values up to it keep the
+    bounds they have (with parents' bounds passed down, those already hold every earlier split), so a split
+    in a late layer costs only the layers after it. In chunks, so the deadline is checked between them: past
+    it, the remaining domains keep the bounds they have (valid, only looser). `focus` (value -> (M, n_v)
+    mask) picks the neurons re-bounded; domains of one `term` (M,) share it and are kept in the same
+    chunks, so a chunk bounds the union of few masks."""
+    graph = engine.graph
+    M = L.shape[0]
+    signs = split_signs(lo_c, hi_c)
+    spec = obj.spec(M)
+    if split_at is None:
+        groups = [(torch.arange(M), ())]
+    else:
+        groups = []
+        for c in split_at.unique().tolist():
+            stop = engine.index.get(nodes[c].value, -1)
+            idx = (split_at == c).nonzero().flatten()
+            if term is not None:  # domains of one term share their focus: keep them in the same chunks
+                idx = idx[torch.argsort(term[idx], stable=True)]
+            groups.append((idx,
+                           {n.name for n in engine.nodes if engine.index[n.name] <= stop}))
+    order, parts = [], {k: ([], []) for k in bounds}
+    for idx, keep in groups:
+        for s0 in range(0, idx.numel(), REFRESH_CHUNK):
+            sel = idx[s0:s0 + REFRESH_CHUNK]
+            part = {k: (l[sel], u[sel]) for k, (l, u) in bounds.items()}
+            if time.perf_counter() < deadline:
+                n = sel.numel()
+                with torch.no_grad():
+                    _, fresh = engine.compute(L[sel], U[sel], spec[sel], method="crown", alphas=alphas,
+                                              splits=Splits({v: t[sel].reshape(n, *graph.shape_of(v))
+                                                             for v, t in signs.items()}),
+                                              prior=part, return_bounds=True, intermediate="backward", keep=keep,
+                                              focus=None if focus is None else {v: f[sel] for v, f in focus.items()})
+                part = {k: fresh.get(k, b) for k, b in part.items()}
+            order.append(sel)
+            for k, (l, u) in part.items():
+                parts[k][0].append(l)
+                parts[k][1].append(u)
+    back = torch.argsort(torch.cat(order))
+    return {k: (torch.cat(ls)[back], torch.cat(us)[back]) for k, (ls, us) in parts.items()}
 
 
 def _batch_axis(engine: BoundEngine, name: str, alpha: torch.Tensor) -> int:
@@ -327,14 +386,20 @@ def _row_alphas(engine: BoundEngine, alphas: dict | None, rows: torch.Tensor) ->
 
 
 @torch.no_grad()
-def _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching: str = "gap", top: int = 1):
+def _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching: str = "gap", top: int = 1,
+                scores: dict | None = None, early: torch.Tensor | None = None):
     """(M, top, 2): the `top` best (candidate index, neuron index) per domain by heuristic score, best
     first; (-1, -1) where a domain has fewer candidates.
 
     "gap" (default; a BBPS-style estimate of the bound improvement): |A| times the gap between the
     relaxation lines at the interval midpoint. "width" (the BaBSR-style fallback for general neurons):
-    |A| times the interval width, ignoring the function's shape. ReLUs always use BaBSR's intercept score."""
+    |A| times the interval width, ignoring the function's shape. ReLUs always use BaBSR's intercept score.
+    `scores`, if given, receives each candidate value's scores (M, n_v) (-1 where not a candidate).
+    Domains marked in `early` (M,) take their candidates from the first value (in graph order) that has
+    any: with refreshed intermediate bounds an early split tightens every later layer, which is what a
+    domain far from verified needs; the score only ranks that value's neurons."""
     open_rows = (best <= 0).to(best.dtype).unsqueeze(-1)  # (M, R, 1)
+    seen = torch.zeros(M, dtype=torch.bool)
     all_sc, all_id = [], []
     for ni, c in enumerate(nodes):
         n = c.node
@@ -366,6 +431,11 @@ def _candidates(engine, obj, nodes, bounds, collect, best, M, R, branching: str 
                 gap = torch.where(cand, uf - lf, torch.zeros_like(gap))
             mass = (A.abs() * open_rows).sum(1)
         sc = torch.where(cand, mass * gap, torch.full_like(gap, -1.0))
+        if scores is not None:
+            scores[c.value] = sc
+        if early is not None:  # these domains split in their earliest layer that has a candidate
+            sc = torch.where((early & seen).unsqueeze(1), torch.full_like(sc, -1.0), sc)
+            seen |= (sc >= 0).any(1)
         t = min(top, sc.shape[1])
         v, j = sc.topk(t, dim=1)
         all_sc.append(v)
@@ -436,6 +506,10 @@ def _lp_settle(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, up
         lo_i = {v: doms.lo[v][i:i + 1].to(dt) for v in values}
         hi_i = {v: doms.hi[v][i:i + 1].to(dt) for v in values}
         bounds = _constrained_bounds(engine, base, 1, lo_i, hi_i)
+        for v, (rl, ru) in (doms.bounds or {}).items():  # the domain's own (refreshed) bounds, where kept
+            l, u = bounds[v]
+            l = torch.maximum(l, rl[i:i + 1].reshape(l.shape).to(dt))
+            bounds[v] = (l, torch.maximum(torch.minimum(u, ru[i:i + 1].reshape(u.shape).to(dt)), l))
         signs = {v: s[0] for v, s in split_signs(lo_i, hi_i).items()}
         obj_i = obj if doms.term is None else obj.subset_terms(torch.arange(obj.n_terms) == doms.term[i])
         res = lp.solve_domain(engine, obj_i, bounds, lower, upper, signs, tol)
@@ -486,8 +560,12 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
     graph = engine.graph
     values = [c.value for c in nodes]
     root_bounds = root.bounds
-    refresh = root.inter_alpha if settings.refresh_intermediate else None
+    on = settings.refresh_intermediate
+    if on is None:
+        on = all(c.other is None and c.node.op == "relu" for c in nodes)
+    refresh = root.inter_alpha if on else None
     term_rows = obj.padded_term_rows() if settings.per_term and obj.n_terms > 1 else None
+    early_below = settings.early_split_below if refresh is not None else None
 
     def objective_of(term):
         """The objective and the root's α for a batch of domains holding terms `term` (None: all)."""
@@ -501,13 +579,24 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
     lo_c = {v: torch.full((n0, sizes[v]), -torch.inf, dtype=dtype) for v in values}
     hi_c = {v: torch.full((n0, sizes[v]), torch.inf, dtype=dtype) for v in values}
     o, warm = objective_of(term)
+    scores: dict = {}
     with torch.enable_grad():
-        lb, choice, _, _, _, state = bound_domains(engine, o, root_bounds, lower, upper, lo_c, hi_c, nodes,
-                                                   settings.beta_iters, settings.lr, deadline, branching=branching,
-                                                   warm=warm, fsb=settings.fsb, use_tables=use_tables,
-                                                   beta_lr=settings.bab_lr)
+        lb, choice, _, _, _, state, used = bound_domains(
+            engine, o, root_bounds, lower, upper, lo_c, hi_c, nodes, settings.beta_iters, settings.lr, deadline,
+            branching=branching, warm=warm, fsb=settings.fsb, use_tables=use_tables, beta_lr=settings.bab_lr,
+            scores=scores, early_below=early_below)
     keep_state = settings.warm_start_mb > 0
-    doms = Domains(lo_c, hi_c, o.score(lb), choice, state if keep_state else None, term)
+    doms = Domains(lo_c, hi_c, o.score(lb), choice, state if keep_state else None, term,
+                   used if refresh is not None else None)
+    # the neurons refreshed in every sub-domain of a term: its `refresh_top` best by the starting domain's
+    # branching score (per value)
+    focus = None
+    if refresh is not None and settings.refresh_top > 0:
+        focus = {}
+        for v, sc in scores.items():
+            t = min(settings.refresh_top, sc.shape[1])
+            top = sc.topk(t, dim=1).indices
+            focus[v] = torch.zeros_like(sc, dtype=torch.bool).scatter_(1, top, True) & (sc >= 0)
     domains = n0
     half = max(1, settings.batch_size // 2)
     while True:
@@ -533,7 +622,8 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
                 with torch.enable_grad():
                     slb = bound_domains(engine, o, root_bounds, lower, upper, sd.lo, sd.hi, nodes,
                                         25 * settings.beta_iters, settings.lr, deadline, warm=warm,
-                                        use_tables=use_tables, beta_lr=settings.lr, patience=50)[0]
+                                        use_tables=use_tables, beta_lr=settings.lr, patience=50,
+                                        refined=sd.bounds)[0]
                 if not bool((o.score(slb) > tol).all()):
                     return SearchResult("unknown", domains=domains,
                                         note="a domain with nothing left to split could not be verified")
@@ -545,16 +635,23 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
         keep[pick] = False
         parents = doms.take(pick)
         rest = doms.take(keep.nonzero().flatten())
-        c_lo, c_hi = split_children(nodes, parents.lo, parents.hi, parents.branch, root_bounds, use_tables)
+        c_lo, c_hi = split_children(nodes, parents.lo, parents.hi, parents.branch,
+                                    root_bounds if parents.bounds is None else parents.bounds, use_tables)
         # both children start from their parent's final α and β (the new split's β from 0)
         c_state = None if parents.state is None else {k: torch.cat([t, t]) for k, t in parents.state.items()}
         c_term = None if parents.term is None else torch.cat([parents.term, parents.term])
         o, warm = objective_of(c_term)
         with torch.enable_grad():
-            clb, cchoice, A_in, Lc, Uc, state = bound_domains(
+            clb, cchoice, A_in, Lc, Uc, state, used = bound_domains(
                 engine, o, root_bounds, lower, upper, c_lo, c_hi, nodes, settings.beta_iters, settings.lr,
                 deadline, branching=branching, warm=warm, fsb=settings.fsb, use_tables=use_tables,
-                beta_lr=settings.bab_lr, state=c_state, refresh=refresh)
+                beta_lr=settings.bab_lr, state=c_state, refresh=refresh,
+                refined=None if parents.bounds is None else {v: (torch.cat([l, l]), torch.cat([u, u]))
+                                                             for v, (l, u) in parents.bounds.items()},
+                split_at=torch.cat([parents.branch[:, 0], parents.branch[:, 0]]), term=c_term,
+                early_below=early_below,
+                focus=None if focus is None else {v: f[0 if c_term is None else c_term].expand(2 * k, -1)
+                                                  for v, f in focus.items()})
         cscore = torch.maximum(o.score(clb), torch.cat([parents.score, parents.score]))
         domains += 2 * k
         if A_in is not None:
@@ -567,7 +664,8 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
                 if confirm is None or confirm(xs[i]):
                     return SearchResult("sat", x=xs[i], domains=domains)
         open_ = cscore <= tol
-        children = Domains(c_lo, c_hi, cscore, cchoice, state if keep_state else None, c_term)
+        children = Domains(c_lo, c_hi, cscore, cchoice, state if keep_state else None, c_term,
+                           used if refresh is not None else None)
         children = children.take(open_.nonzero().flatten())
         doms = Domains.cat(rest, children)
         if keep_state and doms.state_bytes() > settings.warm_start_mb * 2**20:

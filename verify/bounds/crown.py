@@ -242,7 +242,8 @@ class BoundEngine:
     def compute(self, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None,
                 method: str = "crown", alphas: dict | None = None, betas: dict | None = None,
                 splits: Splits | None = None, return_bounds: bool = False,
-                collect: dict | None = None, intermediate: str = "auto", prior: dict | None = None):
+                collect: dict | None = None, intermediate: str = "auto", prior: dict | None = None,
+                keep=(), focus: dict | None = None):
         """Lower bounds of C·y over each box (B, S); with C None, returns (lower, upper) of the output.
 
         method: "ibp" (intervals only), "crown" (CROWN intermediate and final bounds), "crown-ibp"
@@ -251,6 +252,9 @@ class BoundEngine:
         bounds, cheap for few inputs) or "auto" (forward when the input has <= 16 dimensions and every op
         supports it, unless α parameters for intermediate values are given). `alphas` maps a start value ("__output__" for the
         final objective, or an intermediate value name) to {unary node name: alpha tensor}.
+        `prior` (value -> (l, u)) are bounds known to hold, intersected with the computed ones; the values
+        named in `keep` are not tightened by CROWN (their prior is already as tight as it would make them),
+        and where `focus` maps a value to a (B, n) mask, only the masked neurons of it are.
         """
         graph = self.graph
         B = lower.shape[0]
@@ -274,9 +278,11 @@ class BoundEngine:
                 l, u = torch.maximum(l, fwd[node.name][0]), torch.minimum(u, fwd[node.name][1])
             if prior is not None and node.name in prior:
                 l, u = torch.maximum(l, prior[node.name][0]), torch.minimum(u, prior[node.name][1])
-            if method == "crown" and node.name in self.relaxed_inputs and node.name != graph.output:
+            if (method == "crown" and node.name in self.relaxed_inputs and node.name != graph.output
+                    and node.name not in keep):
                 l, u = self._tighten(node, l, u, bounds, lower, upper,
-                                     alphas.get(node.name) if alphas else None, signs)
+                                     alphas.get(node.name) if alphas else None, signs,
+                                     focus.get(node.name) if focus else None)
             s = signs.get(node.name)
             if s is not None:
                 l = torch.where(s > 0, l.clamp(min=0), l)
@@ -313,8 +319,9 @@ class BoundEngine:
         Cp, Cn = C.clamp(min=0), C.clamp(max=0)
         return (Cp * l.unsqueeze(1)).sum(-1) + (Cn * u.unsqueeze(1)).sum(-1)
 
-    def _tighten(self, node: Node, l, u, bounds, lower, upper, alphas, signs):
-        """CROWN bounds for the neurons of `node` whose relaxation needs them; intersect with IBP."""
+    def _tighten(self, node: Node, l, u, bounds, lower, upper, alphas, signs, focus=None):
+        """CROWN bounds for the neurons of `node` whose relaxation needs them (and that `focus`, a (B, n)
+        mask, selects); intersect with IBP."""
         B = l.shape[0]
         need = torch.zeros_like(l, dtype=torch.bool)
         for consumer in self.relaxed_inputs[node.name]:
@@ -327,6 +334,8 @@ class BoundEngine:
         if s is not None:
             need &= s == 0
         needf = need.reshape(B, -1)
+        if focus is not None:
+            needf = needf & focus
         idx = needf.any(0).nonzero().flatten()
         k = idx.numel()
         if k == 0:
