@@ -78,7 +78,7 @@ class Settings:
     refresh_top: int = 0
     # with refresh: a domain whose bound is below -early_split_below branches on the earliest layer that
     # has an unstable neuron (its split tightens every later layer); None: always by score
-    early_split_below: float | None = 3.0
+    early_split_below: float | None = 1.5
     # activation splitting: each domain holds one open term of the disjunction and is bounded on that
     # term's rows only (the terms' domains share batches), instead of every domain holding every open term
     per_term: bool = True
