@@ -135,9 +135,10 @@ def split_candidates(engine: BoundEngine) -> list[Candidate]:
     return out
 
 
-def _constrained_bounds(engine, base_bounds, M, lo_c, hi_c):
+def _constrained_bounds(engine, base_bounds, M, lo_c, hi_c, own: dict | None = None):
     """Bounds of every value on M domains: `base_bounds` (batch 1 or M) intersected with each domain's
-    constraints lo_c <= v <= hi_c."""
+    constraints lo_c <= v <= hi_c and, where given, its own bounds `own` (value -> (l, u), each (M, n_v):
+    e.g. refreshed ones inherited from its parent)."""
     bounds = {}
     for k, (l, u) in base_bounds.items():
         l, u = l.expand(M, *l.shape[1:]), u.expand(M, *u.shape[1:])
@@ -145,6 +146,9 @@ def _constrained_bounds(engine, base_bounds, M, lo_c, hi_c):
             shp = l.shape
             l = torch.maximum(l, lo_c[k].reshape(shp).to(l.dtype))
             u = torch.minimum(u, hi_c[k].reshape(shp).to(u.dtype))
+            if own is not None and k in own:
+                l = torch.maximum(l, own[k][0].reshape(shp).to(l.dtype))
+                u = torch.minimum(u, own[k][1].reshape(shp).to(u.dtype))
             u = torch.maximum(u, l)  # an empty intersection can only come from rounding: keep it valid
         bounds[k] = (l, u)
     return bounds
@@ -215,12 +219,7 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
     M = next(iter(lo_c.values())).shape[0]
     L = lower.reshape(1, -1).expand(M, -1)
     U = upper.reshape(1, -1).expand(M, -1)
-    bounds = _constrained_bounds(engine, root_bounds, M, lo_c, hi_c)
-    for v, (rl, ru) in (refined or {}).items():
-        l, u = bounds[v]
-        l = torch.maximum(l, rl.reshape(l.shape).to(l.dtype))
-        u = torch.maximum(torch.minimum(u, ru.reshape(u.shape).to(u.dtype)), l)
-        bounds[v] = (l, u)
+    bounds = _constrained_bounds(engine, root_bounds, M, lo_c, hi_c, refined)
     if refresh is not None:
         bounds = _refresh_bounds(engine, obj, bounds, L, U, lo_c, hi_c, refresh, nodes, split_at, deadline, focus,
                                  term)
@@ -505,11 +504,8 @@ def _lp_settle(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, up
             break
         lo_i = {v: doms.lo[v][i:i + 1].to(dt) for v in values}
         hi_i = {v: doms.hi[v][i:i + 1].to(dt) for v in values}
-        bounds = _constrained_bounds(engine, base, 1, lo_i, hi_i)
-        for v, (rl, ru) in (doms.bounds or {}).items():  # the domain's own (refreshed) bounds, where kept
-            l, u = bounds[v]
-            l = torch.maximum(l, rl[i:i + 1].reshape(l.shape).to(dt))
-            bounds[v] = (l, torch.maximum(torch.minimum(u, ru[i:i + 1].reshape(u.shape).to(dt)), l))
+        own = None if doms.bounds is None else {v: (l[i:i + 1], u[i:i + 1]) for v, (l, u) in doms.bounds.items()}
+        bounds = _constrained_bounds(engine, base, 1, lo_i, hi_i, own)  # with the domain's refreshed bounds
         signs = {v: s[0] for v, s in split_signs(lo_i, hi_i).items()}
         obj_i = obj if doms.term is None else obj.subset_terms(torch.arange(obj.n_terms) == doms.term[i])
         res = lp.solve_domain(engine, obj_i, bounds, lower, upper, signs, tol)
