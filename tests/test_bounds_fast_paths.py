@@ -2,7 +2,8 @@
 
 The branch-and-bound inner loop reuses each ReLU relaxation's α-free part across iterations
 (`relax_cached`), writes the backward step without boolean masks, and steps Adam with torch's fused
-kernel; each must agree with the straightforward form it replaces.
+kernel; backward passes drop the columns of ReLUs inactive in every domain of the batch; each must agree
+with the straightforward form it replaces.
 """
 from __future__ import annotations
 
@@ -49,6 +50,38 @@ def test_backward_with_relaxation_cache_equals_plain_backward():
     cache = {}
     for _ in range(2):
         assert torch.allclose(engine.backward(graph.output, C, bounds, L, U, cache=cache), plain, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_row_alpha", [False, True])
+def test_backward_dropping_inactive_relus_equals_plain_backward(per_row_alpha):
+    from verify.bounds.crown import BoundEngine
+    from verify.importers.torch import load_torch
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 3)).double()
+    with torch.no_grad():  # most first-layer neurons inactive on the boxes below, so pruning applies
+        net[0].bias[:20] -= 10.0
+    graph = load_torch(net, (4,))
+    engine = BoundEngine(graph)
+    assert engine.prunable  # both ReLUs read a dense layer
+    L = torch.rand(5, 4, dtype=torch.float64) - 1
+    U = L + torch.rand(5, 4, dtype=torch.float64)
+    C = torch.randn(5, 2, 3, dtype=torch.float64)
+    _, bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
+    first = graph.nodes[[n.op for n in graph.nodes].index("relu")]
+    l, u = bounds[first.inputs[0]]
+    assert int(((u <= 0) & (l < 0)).all(0).sum()) >= 20
+    alphas = None
+    if per_row_alpha:
+        alphas = {n.name: torch.rand(5, 2, 32, dtype=torch.float64) for n in engine.unary_nodes}
+    pruned = engine.backward(graph.output, C, bounds, L, U, alphas)
+    engine.prunable = set()
+    plain = engine.backward(graph.output, C, bounds, L, U, alphas)
+    assert torch.allclose(pruned, plain, atol=1e-10)
+    _, plain_bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
+    for v, (lo, hi) in bounds.items():
+        assert torch.allclose(lo, plain_bounds[v][0], atol=1e-10) and torch.allclose(hi, plain_bounds[v][1], atol=1e-10)
 
 
 def test_fused_adam_step_equals_the_plain_loop(monkeypatch):

@@ -90,6 +90,20 @@ class BoundEngine:
                         self.relaxed_inputs.setdefault(i, []).append(n)
         self.unary_nodes = [n for n in self.nodes if self.kind[n.name] == "unary"]
         self.forward_ok = forward_supported(self)
+        # ReLUs whose input is a 1-D dense layer read by nothing else: backward passes may drop the columns
+        # of neurons that are inactive in every domain of the batch (they contribute exactly zero)
+        readers: dict[str, int] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                readers[i] = readers.get(i, 0) + 1
+        self.prunable = {n.name for n in self.nodes
+                         if n.op == "relu" and readers.get(n.inputs[0]) == 1 and n.inputs[0] in self.index
+                         and self.nodes[self.index[n.inputs[0]]].op == "linear"
+                         and len(graph.shape_of(n.inputs[0])) == 1 and n.inputs[0] != graph.output}
+        # ... of those, the ones whose output only a dense layer reads: that layer's backward step can
+        # produce just the live columns, so the ReLU step never sees the dead ones
+        self.prunable_out = {n.name: n for n in self.nodes
+                             if n.name in self.prunable and readers.get(n.name) == 1}
 
     # ----------------------------------------------------------------------------------- backward
     def backward(self, start: str, A0: torch.Tensor, bounds: dict, lower: torch.Tensor, upper: torch.Tensor,
@@ -114,6 +128,10 @@ class BoundEngine:
         As: dict[str, torch.Tensor] = {start: A0}
         bias = torch.zeros(B, S, dtype=dtype, device=device)
         stop = self.index.get(start, -1)
+        kept: dict[str, torch.Tensor] = {}  # value -> the neuron indices its (pruned) A still has
+        # dropping inactive ReLUs' columns (exact); not where A is collected for heuristics or the
+        # relaxations are cached across calls
+        prune = collect is None and cache is None and bool(self.prunable)
         for idx in range(stop, -1, -1):
             node = self.nodes[idx]
             A = As.pop(node.name, None)
@@ -128,12 +146,29 @@ class BoundEngine:
                 collect[node.name] = A
             kind = self.kind[node.name]
             if kind == "affine":
-                bias = bias + self._affine_backward(node, A, As)
+                keep_in = None
+                relu = self.prunable_out.get(node.inputs[0]) if prune and node.op == "linear" else None
+                if relu is not None and not (betas and (relu.name in betas or relu.inputs[0] in betas)):
+                    keep_in = self._live_neurons(*bounds[relu.inputs[0]])
+                    if keep_in is not None:
+                        kept[relu.name] = keep_in
+                bias = bias + self._affine_backward(node, A, As, kept.pop(node.name, None), keep_in)
             elif kind == "unary":
                 src = node.inputs[0]
                 l, u = bounds[src]
                 alpha = alphas.get(node.name) if alphas else None
                 rule = self.rules[node.name]
+                idx = kept.pop(node.name, None)  # A already holds only these columns
+                if (idx is None and prune and node.name in self.prunable and not (betas and src in betas)
+                        and src not in As):
+                    idx = self._live_neurons(l, u)
+                    if idx is not None:
+                        A = A.index_select(-1, idx)
+                if idx is not None:  # keep only the neurons active somewhere in the batch
+                    kept[src] = idx
+                    l, u = l.index_select(-1, idx), u.index_select(-1, idx)
+                    if alpha is not None and alpha.shape[-1] > 1:
+                        alpha = alpha.index_select(-1, idx)
                 if cache is None:
                     lw, lb, uw, ub = rule.relax(l, u, node.attrs, alpha)
                 else:
@@ -143,8 +178,9 @@ class BoundEngine:
                 # and torch.where cost several times a float op on CPU); where a slope is infinite the
                 # masked form keeps 0·inf out
                 A_pos = torch.relu(A)
-                A_next = A_pos * (lw_ - uw_) + A * uw_
-                if not bool(torch.isfinite(A_next.sum())):
+                if bool(torch.isfinite(lw_.sum() + uw_.sum())):  # a sum is finite only if every term is
+                    A_next = torch.addcmul(A * uw_, A_pos, lw_ - uw_)
+                else:
                     A_next = A * torch.where(A >= 0, lw_, uw_)
                 self._accumulate(As, src, A_next)
                 bias = bias + self._relax_bias(A, A_pos, lb, ub)
@@ -164,23 +200,24 @@ class BoundEngine:
             return bias
         if collect is not None:
             collect[graph.input_name] = A_in
-        centre = ((upper + lower) / 2).reshape(B, 1, -1)
-        radius = ((upper - lower) / 2).reshape(B, 1, -1)
+        centre = ((upper + lower) / 2).reshape(B, -1, 1)
+        radius = ((upper - lower) / 2).reshape(B, -1, 1)
         A_in = A_in.reshape(B, S, -1)
-        return bias + (A_in * centre).sum(-1) - (A_in.abs() * radius).sum(-1)
+        return bias + (torch.bmm(A_in, centre) - torch.bmm(A_in.abs(), radius)).squeeze(-1)
 
     @staticmethod
     def _relax_bias(A: torch.Tensor, A_pos: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
         """Sum over neurons of A⁺·lb + A⁻·ub, shape (B, S), given A⁺ = relu(A); a batched matmul when
         offsets are shared by rows."""
         B, S = A.shape[:2]
-        A_neg = A - A_pos
         if lb.dim() == A.dim() - 1:  # offsets (B, *shape), shared by every row
-            out = torch.bmm(A_neg.reshape(B, S, -1), ub.reshape(B, -1, 1)).squeeze(-1)
-            if bool(lb.any()):
-                out = out + torch.bmm(A_pos.reshape(B, S, -1), lb.reshape(B, -1, 1)).squeeze(-1)
+            # A⁻·ub + A⁺·lb = A·ub + A⁺·(lb - ub): two batched matmuls, no A⁻ materialised
+            has_lb = bool(lb.any())
+            out = torch.bmm((A if has_lb else A - A_pos).reshape(B, S, -1), ub.reshape(B, -1, 1)).squeeze(-1)
+            if has_lb:
+                out = out + torch.bmm(A_pos.reshape(B, S, -1), (lb - ub).reshape(B, -1, 1)).squeeze(-1)
         else:
-            out = (A_pos * lb + A_neg * ub).flatten(2).sum(-1)
+            out = (A_pos * lb + (A - A_pos) * ub).flatten(2).sum(-1)
         if bool(torch.isfinite(out).all()):  # no infinite offset took part (it would give ±inf or NaN)
             return out
         # infinite offsets (unbounded relaxations): 0 * inf must count as 0, not NaN
@@ -194,16 +231,36 @@ class BoundEngine:
         prev = As.get(name)
         As[name] = A if prev is None else prev + A
 
-    def _affine_backward(self, node: Node, A: torch.Tensor, As: dict) -> torch.Tensor:
-        """Map A through an affine node into its inputs; return the bias term (B, S)."""
+    @staticmethod
+    def _live_neurons(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the ReLU inputs not provably inactive (u <= 0 < -l) in some domain of the batch, or None
+        when too few are inactive everywhere for dropping them to pay. Inactive neurons have all-zero
+        relaxation lines, so their columns of A contribute nothing further back."""
+        dead = ((u <= 0) & (l < 0)).reshape(l.shape[0], -1).all(0)
+        n_dead = int(dead.sum())
+        if n_dead < 0.2 * dead.numel():
+            return None
+        return (~dead).nonzero().flatten()
+
+    def _affine_backward(self, node: Node, A: torch.Tensor, As: dict, kept: torch.Tensor | None = None,
+                         keep_in: torch.Tensor | None = None) -> torch.Tensor:
+        """Map A through an affine node into its inputs; return the bias term (B, S). For a linear node,
+        `kept`: A holds only these output neurons (the others' coefficients being zero); `keep_in`: produce
+        only these input columns (the caller knows the others are multiplied by zero further back)."""
         graph = self.graph
         B, S = A.shape[:2]
         dtype, device = A.dtype, A.device
         if node.op == "linear":
             W = graph.const(node.inputs[1], dtype, device)
+            if kept is not None:
+                W = W.index_select(0, kept)
+            if keep_in is not None:
+                W = W.index_select(1, keep_in)
             self._accumulate(As, node.inputs[0], torch.matmul(A, W))
             if len(node.inputs) > 2:
                 b = graph.const(node.inputs[2], dtype, device)
+                if kept is not None:
+                    b = b.index_select(0, kept)
                 return (A * b).flatten(2).sum(-1)
             return torch.zeros(B, S, dtype=dtype, device=device)
         if node.op == "reshape":
@@ -346,11 +403,22 @@ class BoundEngine:
             return self._tighten_sparse(node, l, u, needf, bounds, lower, upper)
         if isinstance(alphas, RowAlphas):
             alphas = alphas.rows(idx, n)
-        A0 = torch.zeros(B, 2 * k, n, dtype=l.dtype, device=l.device)
-        ar = torch.arange(k, device=l.device)
-        A0[:, ar, idx] = 1.0
-        A0[:, k + ar, idx] = -1.0
-        lb = self.backward(node.name, A0.reshape(B, 2 * k, *l.shape[1:]), bounds, lower, upper, alphas)
+        if node.op == "linear" and l.dim() == 2 and not self.graph.is_const(node.inputs[0]):
+            # ±v_j of a dense layer is ±(W_j·x + b_j): start from the selected weight rows, shared by the batch,
+            # instead of a batched product of unit rows with W
+            W = self.graph.const(node.inputs[1], l.dtype, l.device).index_select(0, idx)
+            src = node.inputs[0]
+            A1 = torch.cat([W, -W]).unsqueeze(0).expand(B, -1, -1).reshape(B, 2 * k, *self.graph.shape_of(src))
+            lb = self.backward(src, A1, bounds, lower, upper, alphas)
+            if len(node.inputs) > 2:
+                b = self.graph.const(node.inputs[2], l.dtype, l.device).index_select(0, idx)
+                lb = lb + torch.cat([b, -b])
+        else:
+            A0 = torch.zeros(B, 2 * k, n, dtype=l.dtype, device=l.device)
+            ar = torch.arange(k, device=l.device)
+            A0[:, ar, idx] = 1.0
+            A0[:, k + ar, idx] = -1.0
+            lb = self.backward(node.name, A0.reshape(B, 2 * k, *l.shape[1:]), bounds, lower, upper, alphas)
         lf = l.reshape(B, -1)
         uf = u.reshape(B, -1)
         new_l = torch.maximum(lf[:, idx], lb[:, :k])
