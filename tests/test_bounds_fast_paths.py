@@ -84,6 +84,51 @@ def test_backward_dropping_inactive_relus_equals_plain_backward(per_row_alpha):
         assert torch.allclose(lo, plain_bounds[v][0], atol=1e-10) and torch.allclose(hi, plain_bounds[v][1], atol=1e-10)
 
 
+def test_backward_with_root_live_neurons_keeps_betas_collect_and_cache_exact():
+    """The branch-and-bound objective pass drops the ReLUs inactive at the root (`live=`) while it
+    collects A for branching, reuses cached relaxations and carries β of split neurons."""
+    from verify.bounds.crown import BoundEngine
+    from verify.importers.torch import load_torch
+
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 3)).double()
+    with torch.no_grad():
+        net[0].bias[:20] -= 10.0
+    graph = load_torch(net, (4,))
+    engine = BoundEngine(graph)
+    L = torch.rand(5, 4, dtype=torch.float64) - 1
+    U = L + torch.rand(5, 4, dtype=torch.float64)
+    C = torch.randn(5, 2, 3, dtype=torch.float64)
+    _, bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
+    live = engine.live_neurons(bounds)
+    assert live
+    relu = next(n for n in graph.nodes if n.op == "relu" and n.name in live)
+    src, n = relu.inputs[0], bounds[relu.inputs[0]][0].shape[-1]
+    on = torch.zeros(n, dtype=torch.bool)
+    on[live[relu.name]] = True
+    b_lo = torch.rand(5, 2, n, dtype=torch.float64) * on  # β only where a split can be
+    b_hi = torch.rand(5, 2, n, dtype=torch.float64) * on
+    betas = {src: (b_lo, b_hi, torch.randn(5, n, dtype=torch.float64), torch.randn(5, n, dtype=torch.float64))}
+    alphas = {m.name: torch.rand(5, 2, 32, dtype=torch.float64) for m in engine.unary_nodes}
+    got_c, want_c = {}, {}
+    got = engine.backward(graph.output, C, bounds, L, U, alphas, betas, got_c, cache={}, live=live)
+    want = engine.backward(graph.output, C, bounds, L, U, alphas, betas, want_c, cache={})
+    assert torch.allclose(got, want, atol=1e-10)
+    assert set(got_c) == set(want_c)
+    cols = {}  # collected A is zero at the dropped neurons (never branching candidates), exact elsewhere
+    for m in graph.nodes:
+        if m.name in live:
+            cols[m.name] = cols[m.inputs[0]] = live[m.name]
+    for k in want_c:
+        assert got_c[k].shape == want_c[k].shape
+        c = cols.get(k)
+        g, w = (got_c[k], want_c[k]) if c is None else (got_c[k][..., c], want_c[k][..., c])
+        assert torch.allclose(g, w, atol=1e-10)
+        if c is not None:
+            assert int((got_c[k] != 0).sum()) == int((g != 0).sum())
+
+
 def test_fused_adam_step_equals_the_plain_loop(monkeypatch):
     g = torch.Generator().manual_seed(2)
     start = [torch.rand(4, 5, generator=g) for _ in range(3)]

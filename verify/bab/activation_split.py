@@ -268,9 +268,11 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
     best, collect = None, {}
     stall, best_total = 0, -torch.inf
     relax_cache: dict = {}  # the bounds stay fixed over the iterations: relaxations reuse their α-free parts
+    live = engine.live_neurons(root_bounds)  # ReLUs inactive at the root stay so, unsplit, in every domain
     for it in range(max(1, iters)):
         collect = {}
-        lb = engine.backward(graph.output, A0, bounds, L, U, alphas, betas, collect, cache=relax_cache) - obj.d
+        lb = engine.backward(graph.output, A0, bounds, L, U, alphas, betas, collect, cache=relax_cache,
+                              live=live) - obj.d
         cur = lb.detach()
         best = cur if best is None else torch.maximum(best, cur)
         total = float(obj.score(best).clamp(max=0).sum())

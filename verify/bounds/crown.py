@@ -109,11 +109,13 @@ class BoundEngine:
     def backward(self, start: str, A0: torch.Tensor, bounds: dict, lower: torch.Tensor, upper: torch.Tensor,
                  alphas: dict[str, torch.Tensor] | None = None,
                  betas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-                 collect: dict[str, torch.Tensor] | None = None, cache: dict | None = None) -> torch.Tensor:
+                 collect: dict[str, torch.Tensor] | None = None, cache: dict | None = None,
+                 live: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Lower bound of A0·v_start over each box: returns (B, S).
 
         When `collect` is a dict, it receives the linear coefficients A of every value fully propagated
-        (keyed by value name, plus the graph input), for branching heuristics.
+        (keyed by value name, plus the graph input), for branching heuristics; zero at the neurons dropped
+        as inactive (see `live`), which are never branching candidates.
 
         `A0` has shape (B, S, *shape(start)). `alphas[node]` are relaxation parameters of unary nodes for
         this objective (per row: (B, S, *shape) or shared: (B, *shape)). `betas[value]` =
@@ -121,6 +123,10 @@ class BoundEngine:
         unconstrained, of split constraints lo_c <= value <= hi_c (B, *shape) that hold on each domain.
         `cache` (a dict kept by the caller across calls with the same `bounds`, e.g. the iterations of an
         optimiser) lets the relaxations reuse what does not depend on α.
+        `live` (ReLU node name -> indices of its input neurons) names the only neurons of a prunable ReLU
+        that may be active or split in any domain of the batch (e.g. those not inactive at the root of a
+        search): the others' columns are dropped. Without it, and when neither `collect`, `cache` nor a β
+        at the ReLU is given, the batch's own inactive neurons are dropped.
         """
         graph = self.graph
         B, S = A0.shape[:2]
@@ -137,19 +143,26 @@ class BoundEngine:
             A = As.pop(node.name, None)
             if A is None:
                 continue
+            cols = kept.get(node.name)  # A holds only these columns of the value (the rest are zero)
             if betas and node.name in betas:
                 # split constraints lo_c <= v <= hi_c hold on the domain: f >= f - b_lo (v - lo_c) - b_hi (hi_c - v)
                 b_lo, b_hi, lo_c, hi_c = betas[node.name]
+                if cols is not None:
+                    b_lo, b_hi, lo_c, hi_c = (t.index_select(-1, cols) for t in (b_lo, b_hi, lo_c, hi_c))
                 A = A - b_lo + b_hi
                 bias = bias + (b_lo * lo_c.unsqueeze(1)).flatten(2).sum(-1) - (b_hi * hi_c.unsqueeze(1)).flatten(2).sum(-1)
             if collect is not None:
-                collect[node.name] = A
+                collect[node.name] = A if cols is None else A.new_zeros(
+                    *A.shape[:-1], graph.shape_of(node.name)[-1]).index_copy(-1, cols, A)
             kind = self.kind[node.name]
             if kind == "affine":
                 keep_in = None
-                relu = self.prunable_out.get(node.inputs[0]) if prune and node.op == "linear" else None
-                if relu is not None and not (betas and (relu.name in betas or relu.inputs[0] in betas)):
-                    keep_in = self._live_neurons(*bounds[relu.inputs[0]])
+                relu = self.prunable_out.get(node.inputs[0]) if node.op == "linear" else None
+                if relu is not None and not (betas and relu.name in betas):
+                    if live and relu.name in live:
+                        keep_in = live[relu.name]
+                    elif prune and not (betas and relu.inputs[0] in betas):
+                        keep_in = self._live_neurons(*bounds[relu.inputs[0]])
                     if keep_in is not None:
                         kept[relu.name] = keep_in
                 bias = bias + self._affine_backward(node, A, As, kept.pop(node.name, None), keep_in)
@@ -158,17 +171,19 @@ class BoundEngine:
                 l, u = bounds[src]
                 alpha = alphas.get(node.name) if alphas else None
                 rule = self.rules[node.name]
-                idx = kept.pop(node.name, None)  # A already holds only these columns
-                if (idx is None and prune and node.name in self.prunable and not (betas and src in betas)
-                        and src not in As):
-                    idx = self._live_neurons(l, u)
-                    if idx is not None:
-                        A = A.index_select(-1, idx)
-                if idx is not None:  # keep only the neurons active somewhere in the batch
-                    kept[src] = idx
-                    l, u = l.index_select(-1, idx), u.index_select(-1, idx)
+                cols = kept.pop(node.name, None)
+                if cols is None and node.name in self.prunable and src not in As and not (betas and node.name in betas):
+                    if live and node.name in live:
+                        cols = live[node.name]
+                    elif prune and not (betas and src in betas):
+                        cols = self._live_neurons(l, u)
+                    if cols is not None:
+                        A = A.index_select(-1, cols)
+                if cols is not None:  # keep only the neurons that may be active in some domain of the batch
+                    kept[src] = cols
+                    l, u = l.index_select(-1, cols), u.index_select(-1, cols)
                     if alpha is not None and alpha.shape[-1] > 1:
-                        alpha = alpha.index_select(-1, idx)
+                        alpha = alpha.index_select(-1, cols)
                 if cache is None:
                     lw, lb, uw, ub = rule.relax(l, u, node.attrs, alpha)
                 else:
@@ -230,6 +245,19 @@ class BoundEngine:
     def _accumulate(As: dict, name: str, A: torch.Tensor) -> None:
         prev = As.get(name)
         As[name] = A if prev is None else prev + A
+
+    def live_neurons(self, bounds: dict) -> dict[str, torch.Tensor]:
+        """For `backward(live=...)`: each prunable ReLU's input neurons not inactive under `bounds` (e.g. a
+        search's root bounds, which every domain's bounds lie inside: a neuron inactive there is never
+        split and never active), where enough are inactive to pay."""
+        out = {}
+        for name in self.prunable:
+            src = self.nodes[self.index[name]].inputs[0]
+            if src in bounds:
+                cols = self._live_neurons(*bounds[src])
+                if cols is not None:
+                    out[name] = cols
+        return out
 
     @staticmethod
     def _live_neurons(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
