@@ -33,19 +33,28 @@ def test_cached_relu_relaxation_equals_relax(op, attrs, per_row):
     assert torch.equal(rule.relax_cached(l, u, attrs, None, cache, "n")[0], rule.relax(l, u, attrs, None)[0])
 
 
-def test_backward_with_relaxation_cache_equals_plain_backward():
+def _two_layer_case(seed: int, width: int = 16, inactive: int = 0):
+    """A 4-input ReLU net with two hidden layers (float64; `inactive` first-layer neurons pushed far below
+    0), its engine, five boxes, two objective rows per box, and the CROWN bounds of every value."""
     from verify.bounds.crown import BoundEngine
     from verify.importers.torch import load_torch
 
-    torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
-                              torch.nn.Linear(16, 3)).double()
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                              torch.nn.ReLU(), torch.nn.Linear(width, 3)).double()
+    with torch.no_grad():
+        net[0].bias[:inactive] -= 10.0
     graph = load_torch(net, (4,))
     engine = BoundEngine(graph)
     L = torch.rand(5, 4, dtype=torch.float64) - 1
     U = L + torch.rand(5, 4, dtype=torch.float64)
     C = torch.randn(5, 2, 3, dtype=torch.float64)
     _, bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
+    return graph, engine, L, U, C, bounds
+
+
+def test_backward_with_relaxation_cache_equals_plain_backward():
+    graph, engine, L, U, C, bounds = _two_layer_case(1)
     plain = engine.backward(graph.output, C, bounds, L, U)
     cache = {}
     for _ in range(2):
@@ -54,21 +63,9 @@ def test_backward_with_relaxation_cache_equals_plain_backward():
 
 @pytest.mark.parametrize("per_row_alpha", [False, True])
 def test_backward_dropping_inactive_relus_equals_plain_backward(per_row_alpha):
-    from verify.bounds.crown import BoundEngine
-    from verify.importers.torch import load_torch
-
-    torch.manual_seed(3)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
-                              torch.nn.Linear(32, 3)).double()
-    with torch.no_grad():  # most first-layer neurons inactive on the boxes below, so pruning applies
-        net[0].bias[:20] -= 10.0
-    graph = load_torch(net, (4,))
-    engine = BoundEngine(graph)
+    # most first-layer neurons are inactive on the boxes, so pruning applies
+    graph, engine, L, U, C, bounds = _two_layer_case(3, width=32, inactive=20)
     assert engine.prunable  # both ReLUs read a dense layer
-    L = torch.rand(5, 4, dtype=torch.float64) - 1
-    U = L + torch.rand(5, 4, dtype=torch.float64)
-    C = torch.randn(5, 2, 3, dtype=torch.float64)
-    _, bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
     first = graph.nodes[[n.op for n in graph.nodes].index("relu")]
     l, u = bounds[first.inputs[0]]
     assert int(((u <= 0) & (l < 0)).all(0).sum()) >= 20
@@ -87,20 +84,7 @@ def test_backward_dropping_inactive_relus_equals_plain_backward(per_row_alpha):
 def test_backward_with_root_live_neurons_keeps_betas_collect_and_cache_exact():
     """The branch-and-bound objective pass drops the ReLUs inactive at the root (`live=`) while it
     collects A for branching, reuses cached relaxations and carries β of split neurons."""
-    from verify.bounds.crown import BoundEngine
-    from verify.importers.torch import load_torch
-
-    torch.manual_seed(4)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
-                              torch.nn.Linear(32, 3)).double()
-    with torch.no_grad():
-        net[0].bias[:20] -= 10.0
-    graph = load_torch(net, (4,))
-    engine = BoundEngine(graph)
-    L = torch.rand(5, 4, dtype=torch.float64) - 1
-    U = L + torch.rand(5, 4, dtype=torch.float64)
-    C = torch.randn(5, 2, 3, dtype=torch.float64)
-    _, bounds = engine.compute(L, U, C, method="crown", return_bounds=True)
+    graph, engine, L, U, C, bounds = _two_layer_case(4, width=32, inactive=20)
     live = engine.live_neurons(bounds)
     assert live
     relu = next(n for n in graph.nodes if n.op == "relu" and n.name in live)
