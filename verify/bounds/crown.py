@@ -158,11 +158,8 @@ class BoundEngine:
             if kind == "affine":
                 keep_in = None
                 relu = self.prunable_out.get(node.inputs[0]) if node.op == "linear" else None
-                if relu is not None and not (betas and relu.name in betas):
-                    if live and relu.name in live:
-                        keep_in = live[relu.name]
-                    elif prune and not (betas and relu.inputs[0] in betas):
-                        keep_in = self._live_neurons(*bounds[relu.inputs[0]])
+                if relu is not None:
+                    keep_in = self._kept_columns(relu, bounds, live, prune, betas)
                     if keep_in is not None:
                         kept[relu.name] = keep_in
                 bias = bias + self._affine_backward(node, A, As, kept.pop(node.name, None), keep_in)
@@ -172,11 +169,8 @@ class BoundEngine:
                 alpha = alphas.get(node.name) if alphas else None
                 rule = self.rules[node.name]
                 cols = kept.pop(node.name, None)
-                if cols is None and node.name in self.prunable and src not in As and not (betas and node.name in betas):
-                    if live and node.name in live:
-                        cols = live[node.name]
-                    elif prune and not (betas and src in betas):
-                        cols = self._live_neurons(l, u)
+                if cols is None and node.name in self.prunable and src not in As:
+                    cols = self._kept_columns(node, bounds, live, prune, betas)
                     if cols is not None:
                         A = A.index_select(-1, cols)
                 if cols is not None:  # keep only the neurons that may be active in some domain of the batch
@@ -259,9 +253,22 @@ class BoundEngine:
                     out[name] = cols
         return out
 
+    def _kept_columns(self, relu: Node, bounds: dict, live: dict | None, prune: bool,
+                      betas: dict | None) -> torch.Tensor | None:
+        """The input neurons of prunable ReLU `relu` a backward pass keeps (None: all): the caller's `live`
+        set, else, when `prune` allows it and no β sits on the ReLU's input, the batch's own live neurons.
+        Never with a β on the ReLU's output (its columns would not line up)."""
+        if betas and relu.name in betas:
+            return None
+        if live and relu.name in live:
+            return live[relu.name]
+        if prune and not (betas and relu.inputs[0] in betas):
+            return self._live_neurons(*bounds[relu.inputs[0]])
+        return None
+
     @staticmethod
     def _live_neurons(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
-        """Indices of the ReLU inputs not provably inactive (u <= 0 < -l) in some domain of the batch, or None
+        """Indices of the ReLU inputs not provably inactive (u <= 0 and l < 0) in some domain of the batch, or None
         when too few are inactive everywhere for dropping them to pay. Inactive neurons have all-zero
         relaxation lines, so their columns of A contribute nothing further back."""
         dead = ((u <= 0) & (l < 0)).reshape(l.shape[0], -1).all(0)
