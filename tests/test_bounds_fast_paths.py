@@ -73,6 +73,10 @@ def test_backward_dropping_inactive_relus_equals_plain_backward(per_row_alpha):
     if per_row_alpha:
         alphas = {n.name: torch.rand(5, 2, 32, dtype=torch.float64) for n in engine.unary_nodes}
     pruned = engine.backward(graph.output, C, bounds, L, U, alphas)
+    # sound on sampled points of each box: C·y(x) >= the pruned bound
+    x = L.unsqueeze(1) + (U - L).unsqueeze(1) * torch.rand(5, 200, 4, dtype=torch.float64)
+    y = graph.forward(x.reshape(-1, 4)).reshape(5, 200, 3)
+    assert bool((torch.einsum("bro,bso->bsr", C, y) >= pruned.unsqueeze(1) - 1e-9).all())
     engine.prunable = set()
     plain = engine.backward(graph.output, C, bounds, L, U, alphas)
     assert torch.allclose(pruned, plain, atol=1e-10)
