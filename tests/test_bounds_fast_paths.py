@@ -117,6 +117,31 @@ def test_backward_with_root_live_neurons_keeps_betas_collect_and_cache_exact():
             assert int((got_c[k] != 0).sum()) == int((g != 0).sum())
 
 
+def test_backward_takes_alpha_and_beta_restricted_to_the_live_columns():
+    """The search optimises a pruned ReLU's α and the β on its input only on the live columns: given
+    so, the bound equals the full-width one, and a relaxation cache reused across calls (the optimiser's
+    iterations) stays exact when the β values change."""
+    graph, engine, L, U, C, bounds = _two_layer_case(5, width=32, inactive=20)
+    live = engine.live_neurons(bounds)
+    relu = next(n for n in graph.nodes if n.op == "relu" and n.name in live)
+    src, cols = relu.inputs[0], live[relu.name]
+    n = bounds[src][0].shape[-1]
+    on = torch.zeros(n, dtype=torch.float64)
+    on[cols] = 1.0
+    alphas = {m.name: torch.rand(5, 2, 32, dtype=torch.float64) for m in engine.unary_nodes}
+    lo_c, hi_c = torch.randn(5, n, dtype=torch.float64), torch.randn(5, n, dtype=torch.float64)
+    cache: dict = {}
+    for seed in range(2):
+        torch.manual_seed(seed)
+        b_lo, b_hi = torch.rand(5, 2, n, dtype=torch.float64) * on, torch.rand(5, 2, n, dtype=torch.float64) * on
+        want = engine.backward(graph.output, C, bounds, L, U, alphas, {src: (b_lo, b_hi, lo_c, hi_c)}, live=live)
+        narrow_a = dict(alphas)
+        narrow_a[relu.name] = alphas[relu.name][..., cols]
+        narrow_b = {src: (b_lo[..., cols], b_hi[..., cols], lo_c, hi_c)}
+        got = engine.backward(graph.output, C, bounds, L, U, narrow_a, narrow_b, cache=cache, live=live)
+        assert torch.allclose(got, want, atol=1e-10)
+
+
 def test_fused_adam_step_equals_the_plain_loop(monkeypatch):
     g = torch.Generator().manual_seed(2)
     start = [torch.rand(4, 5, generator=g) for _ in range(3)]

@@ -257,6 +257,26 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
             with torch.no_grad():
                 b_lo.copy_(state["bl:" + v].to(L.dtype).reshape(b_lo.shape) * masks[v][0])
                 b_hi.copy_(state["bh:" + v].to(L.dtype).reshape(b_hi.shape) * masks[v][1])
+    # ReLUs inactive at the root stay so, unsplit, in every domain: the backward passes drop their columns
+    # (`live`), and their α and β (which multiply zero) are optimised only on the live columns
+    live = engine.live_neurons(root_bounds)
+    full = {}  # parameter key -> (full-width tensor, live columns): to widen the results again
+    proj_bounds = {}
+    for name in list(alphas):
+        cols = live.get(name)
+        if cols is not None and alphas[name].shape[-1] > 1 and _batch_axis(engine, name, alphas[name]) == 0:
+            full["a:" + name] = (alphas[name].detach(), cols)
+            alphas[name] = alphas[name].detach().index_select(-1, cols).requires_grad_()
+            l, u = bounds[engine.nodes[engine.index[name]].inputs[0]]
+            proj_bounds[name] = (l.index_select(-1, cols), u.index_select(-1, cols))
+    for cand in nodes:
+        v, cols = cand.value, live.get(cand.node.name)
+        if v in betas and cols is not None and cand.other is None:
+            b_lo, b_hi, lo_f, hi_f = betas[v]
+            full["bl:" + v], full["bh:" + v] = (b_lo.detach(), cols), (b_hi.detach(), cols)
+            betas[v] = (b_lo.detach().index_select(-1, cols).requires_grad_(),
+                        b_hi.detach().index_select(-1, cols).requires_grad_(), lo_f, hi_f)
+            masks[v] = tuple(m.index_select(-1, cols) for m in masks[v])
     params = list(alphas.values()) + [b for t in betas.values() for b in t[:2]]
     # β and the ReLU slopes take `beta_lr`; other α (tangent points, slopes of S-shaped functions) keep
     # `lr` times their rule's scale: measured, a larger step helps the former and hurts the latter
@@ -268,7 +288,6 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
     best, collect = None, {}
     stall, best_total = 0, -torch.inf
     relax_cache: dict = {}  # the bounds stay fixed over the iterations: relaxations reuse their α-free parts
-    live = engine.live_neurons(root_bounds)  # ReLUs inactive at the root stay so, unsplit, in every domain
     for it in range(max(1, iters)):
         collect = {}
         lb = engine.backward(graph.output, A0, bounds, L, U, alphas, betas, collect, cache=relax_cache,
@@ -287,11 +306,22 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
         with torch.no_grad():
             for n in engine.unary_nodes:
                 if n.name in alphas:
-                    l, u = bounds[n.inputs[0]]
+                    l, u = proj_bounds.get(n.name) or bounds[n.inputs[0]]
                     alphas[n.name].copy_(engine.rules[n.name].alpha_project(alphas[n.name], l, u, n.attrs))
             for v, (b_lo, b_hi, _, _) in betas.items():
                 b_lo.clamp_(min=0).mul_(masks[v][0])
                 b_hi.clamp_(min=0).mul_(masks[v][1])
+    def widened(key, t):
+        """A parameter at full width again (the dropped columns keep their starting values)."""
+        if key not in full:
+            return t
+        start, cols = full[key]
+        return start.index_copy(-1, cols, t)
+
+    with torch.no_grad():
+        alphas = {k: widened("a:" + k, a.detach()) for k, a in alphas.items()}
+        betas = {v: (widened("bl:" + v, t[0].detach()), widened("bh:" + v, t[1].detach()), t[2], t[3])
+                 for v, t in betas.items()}
     early = None
     if early_below is not None:
         early = obj.score(best) < -early_below

@@ -125,7 +125,8 @@ class BoundEngine:
         optimiser) lets the relaxations reuse what does not depend on α.
         `live` (ReLU node name -> indices of its input neurons) names the only neurons of a prunable ReLU
         that may be active or split in any domain of the batch (e.g. those not inactive at the root of a
-        search): the others' columns are dropped. Without it, and when neither `collect`, `cache` nor a β
+        search): the others' columns are dropped. That ReLU's α and the β on its input may then be given
+        either full width or already restricted to those columns (last axis of length len(live[name])). Without it, and when neither `collect`, `cache` nor a β
         at the ReLU is given, the batch's own inactive neurons are dropped.
         """
         graph = self.graph
@@ -148,7 +149,9 @@ class BoundEngine:
                 # split constraints lo_c <= v <= hi_c hold on the domain: f >= f - b_lo (v - lo_c) - b_hi (hi_c - v)
                 b_lo, b_hi, lo_c, hi_c = betas[node.name]
                 if cols is not None:
-                    b_lo, b_hi, lo_c, hi_c = (t.index_select(-1, cols) for t in (b_lo, b_hi, lo_c, hi_c))
+                    lo_c, hi_c = self._kept(cache, ("beta", node.name), cols, lo_c, hi_c)
+                    if b_lo.shape[-1] != cols.numel():  # else given already restricted to the kept columns
+                        b_lo, b_hi = b_lo.index_select(-1, cols), b_hi.index_select(-1, cols)
                 A = A - b_lo + b_hi
                 bias = bias + (b_lo * lo_c.unsqueeze(1)).flatten(2).sum(-1) - (b_hi * hi_c.unsqueeze(1)).flatten(2).sum(-1)
             if collect is not None:
@@ -175,8 +178,8 @@ class BoundEngine:
                         A = A.index_select(-1, cols)
                 if cols is not None:  # keep only the neurons that may be active in some domain of the batch
                     kept[src] = cols
-                    l, u = l.index_select(-1, cols), u.index_select(-1, cols)
-                    if alpha is not None and alpha.shape[-1] > 1:
+                    l, u = self._kept(cache, ("bounds", node.name), cols, l, u)
+                    if alpha is not None and alpha.shape[-1] not in (1, cols.numel()):
                         alpha = alpha.index_select(-1, cols)
                 if cache is None:
                     lw, lb, uw, ub = rule.relax(l, u, node.attrs, alpha)
@@ -234,6 +237,18 @@ class BoundEngine:
         lb_, ub_ = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lb, ub))
         term = torch.where(pos, A * lb_, A * ub_)
         return torch.where(A == 0, torch.zeros((), dtype=A.dtype), term).flatten(2).sum(-1)
+
+    @staticmethod
+    def _kept(cache: dict | None, key, cols: torch.Tensor, *tensors: torch.Tensor) -> tuple:
+        """`tensors` restricted to the columns `cols` (last axis). With a `cache` (kept across the calls of
+        one optimisation, whose bounds and split constraints stay fixed) the gather is made once per
+        (cols, tensors), not once per call."""
+        if cache is None:
+            return tuple(t.index_select(-1, cols) for t in tensors)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not cols or any(a is not b for a, b in zip(hit[1], tensors)):
+            hit = cache[key] = (cols, tensors, tuple(t.index_select(-1, cols) for t in tensors))
+        return hit[2]
 
     @staticmethod
     def _accumulate(As: dict, name: str, A: torch.Tensor) -> None:
