@@ -311,6 +311,7 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
             for v, (b_lo, b_hi, _, _) in betas.items():
                 b_lo.clamp_(min=0).mul_(masks[v][0])
                 b_hi.clamp_(min=0).mul_(masks[v][1])
+
     def widened(key, t):
         """A parameter at full width again (the dropped columns keep their starting values)."""
         if key not in full:
