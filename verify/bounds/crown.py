@@ -126,8 +126,9 @@ class BoundEngine:
         `live` (ReLU node name -> indices of its input neurons) names the only neurons of a prunable ReLU
         that may be active or split in any domain of the batch (e.g. those not inactive at the root of a
         search): the others' columns are dropped. That ReLU's α and the β on its input may then be given
-        either full width or already restricted to those columns (last axis of length len(live[name])). Without it, and when neither `collect`, `cache` nor a β
-        at the ReLU is given, the batch's own inactive neurons are dropped.
+        either full width or already restricted to those columns (last axis of length len(live[name])).
+        Without it, and when neither `collect`, `cache` nor a β at the ReLU is given, the batch's own
+        inactive neurons are dropped.
         """
         graph = self.graph
         B, S = A0.shape[:2]
