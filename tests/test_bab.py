@@ -174,10 +174,38 @@ def test_domain_store_keeps_state_batch_first():
                 {"a:r": torch.ones(3, 1, 2), "bl:v": torch.full((3, 1, 2), 2.0)})
     b = Domains({"v": torch.zeros(2, 2)}, {"v": torch.ones(2, 2)}, torch.arange(2.0), torch.zeros(2, 2, dtype=torch.long),
                 {"a:r": torch.zeros(2, 1, 2)})
-    c = Domains.cat(a.take(torch.tensor([2, 0])), b)
+    c = a.take(torch.tensor([2, 0]))
+    c.push(b)
     assert len(c) == 4 and c.state["a:r"].shape == (4, 1, 2)
     assert c.state["bl:v"][:2].eq(2.0).all() and c.state["bl:v"][2:].eq(0.0).all()
     assert c.state_bytes() == 2 * 4 * 2 * 4
+
+
+def test_domain_store_pop_and_push_in_place():
+    """pop returns exactly the chosen domains and leaves the others (in some order); push appends past the
+    buffers' size; neither writes into the tensors the store was built from."""
+    from verify.bab.activation_split import Domains
+
+    n = 7
+    score = torch.arange(float(n))
+    lo = {"v": score.reshape(n, 1).repeat(1, 2)}
+    bounds = {"v": (score.reshape(1, n, 1).expand(2, n, 2)[0], torch.zeros(n, 2))}  # a view of another tensor
+    d = Domains(lo, {"v": lo["v"] + 1}, score, torch.zeros(n, 2, dtype=torch.long),
+                {"a:r": score.reshape(n, 1, 1).clone()}, torch.arange(n), bounds)
+    got = d.pop(torch.tensor([1, 5, 2]))
+    assert got.score.tolist() == [1.0, 5.0, 2.0] and got.lo["v"][:, 0].tolist() == [1.0, 5.0, 2.0]
+    assert sorted(d.score.tolist()) == [0.0, 3.0, 4.0, 6.0]
+    for i, sc in enumerate(d.score.tolist()):  # every field of a domain moved together
+        assert d.lo["v"][i, 0] == sc and d.hi["v"][i, 1] == sc + 1 and d.term[i] == sc
+        assert d.state["a:r"][i, 0, 0] == sc and d.bounds["v"][0][i, 0] == sc
+    assert score.tolist() == list(map(float, range(n)))  # the caller's tensors are untouched
+    for _ in range(3):
+        d.push(got.take(torch.arange(3)))
+    assert len(d) == 13 and sorted(d.score.tolist())[-3:] == [5.0, 5.0, 6.0]
+    assert (d.lo["v"][:, 0] == d.score).all() and (d.state["a:r"][:, 0, 0] == d.score).all()
+    d.drop_state()
+    d.push(got)
+    assert d.state is None and len(d) == 16
 
 
 @pytest.mark.parametrize("seed", [4, 6])

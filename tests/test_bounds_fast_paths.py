@@ -85,6 +85,42 @@ def test_backward_dropping_inactive_relus_equals_plain_backward(per_row_alpha):
         assert torch.allclose(lo, plain_bounds[v][0], atol=1e-10) and torch.allclose(hi, plain_bounds[v][1], atol=1e-10)
 
 
+@pytest.mark.parametrize("flatten", [False, True])
+def test_backward_minimises_over_a_shared_input_box_at_the_first_dense_layer(flatten):
+    """With one box for the whole batch, the first dense layer's step minimises over it directly
+    (A·(W c + b) - ‖A·W·diag r‖₁): the same bound as mapping A to the input and minimising there (which
+    collecting A for branching forces), gradients included; different boxes take the plain path."""
+    from verify.bounds.crown import BoundEngine
+    from verify.importers.torch import load_torch
+
+    torch.manual_seed(5)
+    layers = [torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)]
+    net = torch.nn.Sequential(*([torch.nn.Flatten()] if flatten else []), *layers).double()
+    graph = load_torch(net, (1, 2, 2) if flatten else (4,))
+    engine = BoundEngine(graph)
+    assert engine.input_linear is not None
+    taken = []
+    direct = engine._input_box_bound
+    engine._input_box_bound = lambda *a: taken.append(direct(*a) is not None) or direct(*a)
+    L1 = torch.rand(1, *graph.input_shape, dtype=torch.float64) - 1
+    U1 = L1 + torch.rand(1, *graph.input_shape, dtype=torch.float64)
+    for L, U, shared in ((L1.expand(5, *L1.shape[1:]), U1.expand(5, *U1.shape[1:]), True),
+                         (L1.repeat(5, *[1] * (L1.dim() - 1)), U1.repeat(5, *[1] * (U1.dim() - 1)), True),
+                         (L1 - torch.rand(5, *L1.shape[1:], dtype=torch.float64), U1.expand(5, *U1.shape[1:]), False)):
+        C = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+        _, bounds = engine.compute(L, U, C.detach(), method="crown", return_bounds=True)
+        taken.clear()
+        fused = engine.backward(graph.output, C, bounds, L, U)
+        assert taken == [shared]
+        (g_fused,) = torch.autograd.grad(fused.sum(), C)
+        plain = engine.backward(graph.output, C, bounds, L, U, collect={})
+        (g_plain,) = torch.autograd.grad(plain.sum(), C)
+        assert torch.allclose(fused, plain, atol=1e-10) and torch.allclose(g_fused, g_plain, atol=1e-10)
+        x = L.unsqueeze(1) + (U - L).unsqueeze(1) * torch.rand(5, 100, *L.shape[1:], dtype=torch.float64)
+        y = graph.forward(x.reshape(-1, *L.shape[1:])).reshape(5, 100, 3)
+        assert bool((torch.einsum("bro,bso->bsr", C.detach(), y) >= fused.detach().unsqueeze(1) - 1e-9).all())
+
+
 def test_backward_with_root_live_neurons_keeps_betas_collect_and_cache_exact():
     """The branch-and-bound objective pass drops the ReLUs inactive at the root (`live=`) while it
     collects A for branching, reuses cached relaxations and carries β of split neurons."""

@@ -43,41 +43,117 @@ class Domains:
     holds (`term` (N,), when each term is searched on its own; None: every domain holds every open term).
     `bounds` (value -> (l, u), each (N, n_v)), when intermediate bounds are refreshed, are each domain's own
     bounds of the split-able values: valid on the domain and passed on to its children (a child lies inside
-    its parent), so tightening accumulates down the tree."""
+    its parent), so tightening accumulates down the tree.
+
+    The search removes a batch of parents and adds their open children every round while tens of thousands
+    of domains wait: `pop` and `push` work in place on buffers with spare room (the attributes are views of
+    their first N rows) and cost in proportion to the domains moved, not to N. Domains are unordered."""
 
     def __init__(self, lo: dict[str, torch.Tensor], hi: dict[str, torch.Tensor], score: torch.Tensor,
                  branch: torch.Tensor, state: dict[str, torch.Tensor] | None = None,
                  term: torch.Tensor | None = None, bounds: dict | None = None):
-        self.lo, self.hi, self.score, self.branch, self.state, self.term = lo, hi, score, branch, state, term
-        self.bounds = bounds
+        self._n = score.shape[0]
+        self._buf = {("lo", v): t for v, t in lo.items()} | {("hi", v): t for v, t in hi.items()}
+        self._buf |= {("score",): score, ("branch",): branch}
+        self._buf |= {("state", k): t for k, t in (state or {}).items()}
+        if term is not None:
+            self._buf[("term",)] = term
+        for v, (l, u) in (bounds or {}).items():
+            self._buf[("l", v)], self._buf[("u", v)] = l, u
+        self._has_state, self._has_bounds = state is not None, bounds is not None
+        self._owned = False  # the buffers are the caller's tensors (maybe views of others) until copied
+        self._views()
+
+    def _views(self) -> None:
+        """Point the attributes at the first N rows of the buffers."""
+        n, buf = self._n, self._buf
+        self.lo = {k[1]: t[:n] for k, t in buf.items() if k[0] == "lo"}
+        self.hi = {k[1]: t[:n] for k, t in buf.items() if k[0] == "hi"}
+        self.score, self.branch = buf[("score",)][:n], buf[("branch",)][:n]
+        self.term = buf[("term",)][:n] if ("term",) in buf else None
+        self.state = {k[1]: t[:n] for k, t in buf.items() if k[0] == "state"} if self._has_state else None
+        self.bounds = ({k[1]: (t[:n], buf[("u", k[1])][:n]) for k, t in buf.items() if k[0] == "l"}
+                       if self._has_bounds else None)
 
     def __len__(self) -> int:
-        return self.score.shape[0]
+        return self._n
 
     def take(self, idx: torch.Tensor) -> "Domains":
+        """A new store holding copies of domains `idx`."""
         state = None if self.state is None else {k: t[idx] for k, t in self.state.items()}
         bounds = None if self.bounds is None else {v: (l[idx], u[idx]) for v, (l, u) in self.bounds.items()}
         return Domains({v: t[idx] for v, t in self.lo.items()}, {v: t[idx] for v, t in self.hi.items()},
                        self.score[idx], self.branch[idx], state, None if self.term is None else self.term[idx],
                        bounds)
 
-    @staticmethod
-    def cat(a: "Domains", b: "Domains") -> "Domains":
-        state = None
-        if a.state is not None and b.state is not None:
-            state = {}
-            for k in set(a.state) | set(b.state):  # a β met only in one part is zero in the other
-                ta, tb = a.state.get(k), b.state.get(k)
-                ta = ta if ta is not None else tb.new_zeros(len(a), *tb.shape[1:])
-                tb = tb if tb is not None else ta.new_zeros(len(b), *ta.shape[1:])
-                state[k] = torch.cat([ta, tb])
-        bounds = None  # both parts have their own bounds or neither does (a search refreshes or it does not)
-        if a.bounds is not None and b.bounds is not None:
-            bounds = {v: (torch.cat([l, b.bounds[v][0]]), torch.cat([u, b.bounds[v][1]]))
-                      for v, (l, u) in a.bounds.items()}
-        return Domains({v: torch.cat([a.lo[v], b.lo[v]]) for v in a.lo}, {v: torch.cat([a.hi[v], b.hi[v]]) for v in a.hi},
-                       torch.cat([a.score, b.score]), torch.cat([a.branch, b.branch]), state,
-                       None if a.term is None else torch.cat([a.term, b.term]), bounds)
+    def pop(self, idx: torch.Tensor) -> "Domains":
+        """Remove domains `idx` (distinct) and return them: the surviving domains of the last len(idx) rows
+        move into the holes the others leave."""
+        out = self.take(idx)
+        n, k = self._n, idx.numel()
+        m = n - k
+        gone = torch.zeros(n, dtype=torch.bool)
+        gone[idx] = True
+        holes = gone[:m].nonzero().flatten()
+        movers = (~gone[m:]).nonzero().flatten() + m
+        if holes.numel():
+            self._own(n)
+            for t in self._buf.values():
+                t[holes] = t[movers]
+        self._n = m
+        self._views()
+        return out
+
+    def push(self, other: "Domains") -> None:
+        """Append `other`'s domains. A β met only in one of the two is zero in the other; α/β state is kept
+        only while both have it (the search drops it past its memory cap)."""
+        n, m = self._n, len(other)
+        if m == 0:
+            return
+        if other.state is None and self._has_state:
+            self.drop_state()
+        add = {("lo", v): t for v, t in other.lo.items()} | {("hi", v): t for v, t in other.hi.items()}
+        add |= {("score",): other.score, ("branch",): other.branch}
+        if other.term is not None:
+            add[("term",)] = other.term
+        if self._has_state:
+            add |= {("state", k): t for k, t in other.state.items()}
+        if self._has_bounds:
+            for v, (l, u) in other.bounds.items():
+                add[("l", v)], add[("u", v)] = l, u
+        cap = next(iter(self._buf.values())).shape[0]
+        if n + m > cap:  # grow by half (amortised O(1) per domain) and at least to fit
+            self._own(max(n + m, cap + cap // 2))
+        else:
+            self._own(cap)
+        cap = next(iter(self._buf.values())).shape[0]
+        for key, t in add.items():
+            if key not in self._buf:  # e.g. a β first met in these domains: zero for the others
+                self._buf[key] = t.new_zeros(cap, *t.shape[1:])
+            self._buf[key][n:n + m] = t
+        for key, t in self._buf.items():
+            if key not in add:
+                t[n:n + m] = 0
+        self._n = n + m
+        self._views()
+
+    def _own(self, cap: int) -> None:
+        """Make the buffers this store's own, with room for `cap` domains (a copy when they are not yet
+        its own or too small)."""
+        if self._owned and next(iter(self._buf.values())).shape[0] >= cap:
+            return
+        n = self._n
+        for key, t in self._buf.items():
+            out = t.new_empty(cap, *t.shape[1:])
+            out[:n] = t[:n]
+            self._buf[key] = out
+        self._owned = True
+
+    def drop_state(self) -> None:
+        """Forget the α/β state (the children of these domains then start from the root's α)."""
+        self._buf = {k: t for k, t in self._buf.items() if k[0] != "state"}
+        self._has_state = False
+        self._views()
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state.values()) if self.state else 0
@@ -641,7 +717,7 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
             # nothing left to split: on a fully split ReLU domain the network is affine, so a linear program
             # decides it exactly; domains it leaves open (other nonlinearities, solver trouble) get a long
             # cold-started β optimisation (optimal β give the same bound) before the search gives up
-            sd = doms.take(stuck.nonzero().flatten())
+            sd = doms.pop(stuck.nonzero().flatten())
             settled, x = _lp_settle(engine, obj, root_bounds, lower, upper, sd, values, tol, confirm, deadline)
             if x is not None:
                 return SearchResult("sat", x=x, domains=domains)  # float64, as confirmed
@@ -656,14 +732,9 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
                 if not bool((o.score(slb) > tol).all()):
                     return SearchResult("unknown", domains=domains,
                                         note="a domain with nothing left to split could not be verified")
-            doms = doms.take((~stuck).nonzero().flatten())
             continue
         k = min(n, half)
-        pick = torch.topk(doms.score, k, largest=False).indices
-        keep = torch.ones(n, dtype=torch.bool)
-        keep[pick] = False
-        parents = doms.take(pick)
-        rest = doms.take(keep.nonzero().flatten())
+        parents = doms.pop(torch.topk(doms.score, k, largest=False).indices)
         c_lo, c_hi = split_children(nodes, parents.lo, parents.hi, parents.branch,
                                     root_bounds if parents.bounds is None else parents.bounds, use_tables)
         # both children start from their parent's final α and β (the new split's β from 0)
@@ -696,9 +767,9 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
         children = Domains(c_lo, c_hi, cscore, cchoice, state if keep_state else None, c_term,
                            used if refresh is not None else None)
         children = children.take(open_.nonzero().flatten())
-        doms = Domains.cat(rest, children)
+        doms.push(children)
         if keep_state and doms.state_bytes() > settings.warm_start_mb * 2**20:
             keep_state = False  # memory cap: from here on, domains start from the root's α and zero β
-            doms.state = None
+            doms.drop_state()
         if progress is not None:
             progress(domains=domains, left=len(doms), worst=float(doms.score.min()) if len(doms) else 0.0)
