@@ -206,6 +206,8 @@ def test_domain_store_pop_and_push_in_place():
     d.drop_state()
     d.push(got)
     assert d.state is None and len(d) == 16
+    d.push(Domains(got.lo, got.hi, got.score, got.branch, None, got.term))  # no own bounds: drop them all
+    assert d.bounds is None and len(d) == 19
 
 
 @pytest.mark.parametrize("seed", [4, 6])

@@ -112,6 +112,9 @@ class Domains:
             return
         if other.state is None and self._has_state:
             self.drop_state()
+        if other.bounds is None and self._has_bounds:  # without their own bounds all fall back to the root's
+            self._buf = {k: t for k, t in self._buf.items() if k[0] not in ("l", "u")}
+            self._has_bounds = False
         add = {("lo", v): t for v, t in other.lo.items()} | {("hi", v): t for v, t in other.hi.items()}
         add |= {("score",): other.score, ("branch",): other.branch}
         if other.term is not None:
@@ -133,6 +136,8 @@ class Domains:
             self._buf[key][n:n + m] = t
         for key, t in self._buf.items():
             if key not in add:
+                if key[0] != "state":
+                    raise ValueError(f"domains to add lack {key}")
                 t[n:n + m] = 0
         self._n = n + m
         self._views()
