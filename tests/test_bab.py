@@ -402,3 +402,13 @@ def test_timeout_is_honoured_by_activation_splitting_with_refresh():
     if res.verdict == "sat":
         out = module(torch.as_tensor(res.x).reshape(1, 20))[0]
         assert (out[0] - out[1]).item() >= t
+
+
+def test_domains_with_contradictory_refreshed_bounds_count_as_empty():
+    """A neuron whose refreshed lower bound exceeds its upper one by more than rounding marks its domain
+    empty (verified); a rounding-sized crossing does not."""
+    from verify.bab.activation_split import _empty
+
+    l = torch.tensor([[0.0, 1.0], [0.0, 5.0], [0.0, 2.0]])
+    u = torch.tensor([[1.0, 2.0], [1.0, 5.0 - 1e-5], [0.0, -0.5]])
+    assert _empty({"v": (l, u), "w": (torch.zeros(3, 1), torch.ones(3, 1))}).tolist() == [False, False, True]

@@ -422,7 +422,22 @@ def bound_domains(engine: BoundEngine, obj: Objective | DomainRows, root_bounds:
         final["bl:" + v] = b_lo.detach().to(torch.bfloat16)
         final["bh:" + v] = b_hi.detach().to(torch.bfloat16)
     used = {c.value: (bounds[c.value][0].reshape(M, -1), bounds[c.value][1].reshape(M, -1)) for c in nodes}
+    if refresh is not None:
+        # refreshed bounds can contradict a domain's own split constraints (a split z >= 0 whose refreshed
+        # upper bound, after a later split upstream, is < 0): no input reaches such a domain
+        best = best.masked_fill(_empty(used).unsqueeze(1), torch.inf)
     return best, choice, (A_in.detach() if A_in is not None else None), L, U, final, used
+
+
+def _empty(bounds: dict) -> torch.Tensor:
+    """(M,) True for domains whose bounds (value -> (l, u), each (M, n)) have a neuron with l > u by more
+    than float rounding could explain (1e-3 of 1 + |l| + |u|): lower bounds are sound, so no point of the
+    domain attains l there, and upper ones likewise -- the domain is empty."""
+    out = None
+    for l, u in bounds.values():
+        e = ((l - u) > 1e-3 * (1 + l.abs() + u.abs())).any(1)
+        out = e if out is None else out | e
+    return out
 
 
 def _refresh_bounds(engine: BoundEngine, obj, bounds: dict, L, U, lo_c: dict, hi_c: dict, alphas: dict,
