@@ -125,11 +125,8 @@ class Domains:
             for v, (l, u) in other.bounds.items():
                 add[("l", v)], add[("u", v)] = l, u
         cap = next(iter(self._buf.values())).shape[0]
-        if n + m > cap:  # grow by half (amortised O(1) per domain) and at least to fit
-            self._own(max(n + m, cap + cap // 2))
-        else:
-            self._own(cap)
-        cap = next(iter(self._buf.values())).shape[0]
+        # grow by half (amortised O(1) per domain) and at least to fit
+        cap = self._own(cap if n + m <= cap else max(n + m, cap + cap // 2))
         for key, t in add.items():
             if key not in self._buf:  # e.g. a β first met in these domains: zero for the others
                 self._buf[key] = t.new_zeros(cap, *t.shape[1:])
@@ -142,17 +139,19 @@ class Domains:
         self._n = n + m
         self._views()
 
-    def _own(self, cap: int) -> None:
+    def _own(self, cap: int) -> int:
         """Make the buffers this store's own, with room for `cap` domains (a copy when they are not yet
-        its own or too small)."""
-        if self._owned and next(iter(self._buf.values())).shape[0] >= cap:
-            return
+        its own or too small); returns their capacity."""
+        have = next(iter(self._buf.values())).shape[0]
+        if self._owned and have >= cap:
+            return have
         n = self._n
         for key, t in self._buf.items():
             out = t.new_empty(cap, *t.shape[1:])
             out[:n] = t[:n]
             self._buf[key] = out
         self._owned = True
+        return cap
 
     def drop_state(self) -> None:
         """Forget the α/β state (the children of these domains then start from the root's α)."""
