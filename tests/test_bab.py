@@ -412,3 +412,40 @@ def test_domains_with_contradictory_refreshed_bounds_count_as_empty():
     l = torch.tensor([[0.0, 1.0], [0.0, 5.0], [0.0, 2.0]])
     u = torch.tensor([[1.0, 2.0], [1.0, 5.0 - 1e-5], [0.0, -0.5]])
     assert _empty({"v": (l, u), "w": (torch.zeros(3, 1), torch.ones(3, 1))}).tolist() == [False, False, True]
+
+
+def test_bound_domains_marks_a_domain_emptied_by_its_refreshed_bounds_verified():
+    """y = relu(relu(x) - 0.5) on x in [-1, 1]. The domain {x <= 0, relu(x) - 0.5 >= 0} is empty: refreshed
+    under the sign x <= 0, the second pre-activation is exactly -0.5, below its split's 0. bound_domains must
+    report it verified (+inf) while the consistent domain {x >= 0, relu(x) - 0.5 >= 0} (where y - 1 lies
+    in [-1, -0.5]) keeps a sound, unproven bound."""
+    from verify.bab.activation_split import Root, bound_domains, split_candidates
+    from verify.bab.objective import Objective
+    from verify.bounds import AlphaOptions, alpha_crown, engine_for
+
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).double()
+    with torch.no_grad():
+        for layer, b in ((net[0], 0.0), (net[2], -0.5), (net[4], 0.0)):
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(b)
+    g = load_torch(net, (1,))
+    eng = engine_for(g)
+    L, U = -torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)
+    obj = Objective([(np.array([[1.0]]), np.array([1.0]))], torch.float64)  # y - 1 >= 0: false everywhere
+    root = Root.from_alpha_crown(*alpha_crown(eng, L, U, obj.C, AlphaOptions(iterations=5, optimize_intermediate=True,
+                                                                             stop_when_positive=False),
+                                              return_state=True, shift=obj.d))
+    nodes = split_candidates(eng)
+    z1, z2 = (c.value for c in nodes)
+    inf = torch.inf
+    lo_c = {z1: torch.tensor([[-inf], [0.0]], dtype=torch.float64), z2: torch.zeros(2, 1, dtype=torch.float64)}
+    hi_c = {z1: torch.tensor([[0.0], [inf]], dtype=torch.float64), z2: torch.full((2, 1), inf, dtype=torch.float64)}
+    with torch.enable_grad():
+        best = bound_domains(eng, obj, root.bounds, L, U, lo_c, hi_c, nodes, 5, 0.1, float("inf"),
+                             refresh=root.inter_alpha)[0]
+    assert best[0, 0] == inf
+    assert best[1, 0] <= -1.0 + 1e-9
+    with torch.enable_grad():  # without the refresh nothing shows the first domain empty
+        plain = bound_domains(eng, obj, root.bounds, L, U, lo_c, hi_c, nodes, 5, 0.1, float("inf"))[0]
+    assert torch.isfinite(plain).all()
+
