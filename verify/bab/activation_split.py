@@ -617,6 +617,28 @@ def _strong_branching(engine, obj, nodes, bounds, cands, A0, L, U, alphas, betas
     return cands[torch.arange(M), best_k]
 
 
+def _polish(engine: BoundEngine, nodes, objective_of, root_bounds: dict, lower, upper, lo_c: dict, hi_c: dict,
+            term, score: torch.Tensor, state: dict, used: dict, settings, deadline: float, tol: float,
+            use_tables: bool) -> torch.Tensor:
+    """Scores of a batch of children after the near misses (score in (-polish_below, tol]) get
+    `polish_iters` more α/β steps, continuing from their final α/β on the bounds they were bounded with
+    (`used`, fixed: no refresh, so a step costs one backward pass over few domains). A child proven that
+    way is never split; the others keep the regular steps' α/β for their own children. Any α/β give a
+    sound bound, so the better of the two scores is kept."""
+    near = ((score > -settings.polish_below) & (score <= tol)).nonzero().flatten()
+    if near.numel() == 0 or time.perf_counter() > deadline:
+        return score
+    o, warm = objective_of(None if term is None else term[near])
+    with torch.enable_grad():
+        lb = bound_domains(engine, o, root_bounds, lower, upper, {v: t[near] for v, t in lo_c.items()},
+                           {v: t[near] for v, t in hi_c.items()}, nodes, settings.polish_iters,
+                           min(settings.lr, settings.polish_lr), deadline, warm=warm, use_tables=use_tables,
+                           beta_lr=settings.polish_lr,
+                           state={k: t[near] for k, t in state.items()}, patience=10,
+                           refined={v: (l[near], u[near]) for v, (l, u) in used.items()})[0]
+    return score.index_copy(0, near, torch.maximum(score[near], o.score(lb)))
+
+
 def _lp_settle(engine: BoundEngine, obj: Objective, root_bounds: dict, lower, upper, doms: Domains,
                values: list[str], tol: float, confirm, deadline: float):
     """Decide fully split domains by linear programming (`verify.bab.lp`, ReLU networks only).
@@ -772,6 +794,9 @@ def _search(engine: BoundEngine, nodes: list[Candidate], obj: Objective, root: R
                 focus=None if focus is None else {v: f[0 if c_term is None else c_term].expand(2 * k, -1)
                                                   for v, f in focus.items()})
         cscore = torch.maximum(o.score(clb), torch.cat([parents.score, parents.score]))
+        if settings.polish_iters > 0:
+            cscore = _polish(engine, nodes, objective_of, root_bounds, lower, upper, c_lo, c_hi, c_term, cscore,
+                             state, used, settings, deadline, tol, use_tables)
         domains += 2 * k
         if A_in is not None:
             worst_row = clb.argmin(1)
