@@ -133,6 +133,7 @@ def test_missing_spec(net, tmp_path, capsys):
 def test_bad_option_is_usage_error(net, tmp_path, capsys):
     spec = box_vnnlib(tmp_path / "p.vnnlib", [0, 0], [1, 1], ["(>= Y_0 1.0)"], 2)
     assert_one_line_error(*run_cli(["check", net, spec, "--attack-share", "3"], capsys), "attack_share")
+    assert_one_line_error(*run_cli(["check", net, spec, "--polish", "-1"], capsys), "polish")
     with pytest.raises(SystemExit) as e:   # argparse usage errors leave through SystemExit(2)
         main(["check", str(net), str(spec), "--method", "magic"])
     assert e.value.code == 2
@@ -144,6 +145,8 @@ def test_safe_property_proved_by_the_prover(net, tmp_path, capsys):
         pytest.skip("verify.bab.driver not built")
     spec = box_vnnlib(tmp_path / "p.vnnlib", [0, 0], [1, 1], ["(>= Y_0 2.5)"], 2)   # y0 <= 2 on the box
     code, out, err = run_cli(["check", net, spec, "--timeout", "20"], capsys)
+    assert code == 0 and out == "unsat\n"
+    code, out, err = run_cli(["check", net, spec, "--timeout", "20", "--split", "activation", "--polish", "20"], capsys)
     assert code == 0 and out == "unsat\n"
 
 

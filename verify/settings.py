@@ -103,6 +103,8 @@ class Settings:
             raise ValueError(f"split must be auto, input or activation, not {self.split!r}")
         if self.fsb < 1:
             raise ValueError(f"fsb must be >= 1, not {self.fsb!r}")
+        if self.polish_iters < 0:
+            raise ValueError(f"polish steps must be >= 0, not {self.polish_iters!r}")
         if self.branching not in ("gap", "width"):
             raise ValueError(f"branching must be gap or width, not {self.branching!r}")
 

@@ -46,6 +46,9 @@ def add_verification_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fsb", type=int, default=Settings.fsb, metavar="K",
                    help="activation splitting: choose each split among the K best heuristic candidates by filtered "
                         "smart branching (default 1: the heuristic's first choice)")
+    p.add_argument("--polish", type=int, default=Settings.polish_iters, metavar="STEPS",
+                   help="activation splitting: give children within 0.4 of proven STEPS more α/β steps before "
+                        "they are split (default 0: off; 20 pays on searches with deep trees under near misses)")
     p.add_argument("--progress", action="store_true", help="show branch-and-bound progress on stderr")
     p.add_argument("--verbose", "-v", action="store_true", help="notes and timings on stderr")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -57,7 +60,7 @@ def settings_from_args(args: argparse.Namespace, timeout: float) -> Settings:
                         attack_share=args.attack_share, threads=args.threads,
                         dtype="float64" if args.float64 else "float32", verbose=args.verbose,
                         progress=args.progress, max_domains=args.max_domains, batch_size=args.batch_size, split=args.split, branching=args.branching,
-                        fsb=args.fsb)
+                        fsb=args.fsb, polish_iters=args.polish)
     except ValueError as e:
         raise InputError(f"bad option: {e}") from None
 
