@@ -234,6 +234,14 @@ def _three_layer_root():
     return g, eng, L, U, C, root
 
 
+def _meets_splits(vs: dict, lo_c: dict, hi_c: dict, i: int) -> torch.Tensor:
+    """(N,) True for the sampled points whose values `vs` meet domain i's split constraints."""
+    inside = torch.ones(next(iter(vs.values())).shape[0], dtype=torch.bool)
+    for v in lo_c:
+        inside &= ((vs[v] >= lo_c[v][i]) & (vs[v] <= hi_c[v][i])).all(1)
+    return inside
+
+
 def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
     """bound_domains' refresh: for domains given by split signs of a random point's pattern, every sampled
     input of the box that meets the domain's signs has its intermediate values inside the refreshed bounds,
@@ -263,9 +271,7 @@ def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
                                intermediate="backward")
     tighter = 0.0
     for i in range(M):
-        inside = torch.ones(xs.shape[0], dtype=torch.bool)
-        for v in lo_c:
-            inside &= ((vs[v] >= lo_c[v][i]) & (vs[v] <= hi_c[v][i])).all(1)
+        inside = _meets_splits(vs, lo_c, hi_c, i)
         assert int(inside.sum()) > 0
         for v in relu_in:
             l, u = fresh[v]
@@ -319,9 +325,7 @@ def test_inherited_refresh_skipping_upstream_values_contains_sampled_points():
                            torch.tensor([1, 1]), float("inf"))
     assert torch.equal(kids[vals[0]][0], start[vals[0]][0])  # upstream of the split: kept as given
     for i in range(2):
-        inside = torch.ones(xs.shape[0], dtype=torch.bool)
-        for v in vals:
-            inside &= ((vs[v] >= c_lo[v][i]) & (vs[v] <= c_hi[v][i])).all(1)
+        inside = _meets_splits(vs, c_lo, c_hi, i)
         assert int(inside.sum()) > 0
         for v in vals:
             l, u = kids[v][0][i].reshape(-1), kids[v][1][i].reshape(-1)
@@ -502,8 +506,6 @@ def test_polished_bounds_hold_on_every_sampled_point_of_the_domain():
                        used, settings, float("inf"), 0.0, True)
     assert (polished >= score).all() and bool((polished > score + 1e-6).any())
     for i in range(M):
-        inside = torch.ones(xs.shape[0], dtype=torch.bool)
-        for v in vals:
-            inside &= ((vs[v] >= lo_c[v][i]) & (vs[v] <= hi_c[v][i])).all(1)
+        inside = _meets_splits(vs, lo_c, hi_c, i)
         assert int(inside.sum()) > 0
         assert float(ys[inside].min()) >= float(polished[i]) - 1e-9
