@@ -4,13 +4,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from verify import api
-from verify.cli import main
 from verify.spec.results import read_result
 
 try:
@@ -109,6 +112,51 @@ def test_bench_bad_instance_is_recorded_as_error(suite, tmp_path, capsys):
     assert code == 2
     assert [r["result"] for r in read_rows(tmp_path / "o" / "results.csv")] == ["error", "sat"]
     assert "missing.onnx" in err and "Traceback" not in err
+
+
+def test_bench_jobs_runs_instances_in_worker_processes_with_the_same_rows(suite, tmp_path, capsys):
+    """--jobs 2: two spawned workers; rows in list order, the same verdicts and counterexample files as one
+    process, and a bad instance in a worker is still one `error` row with a one-line message."""
+    write_expected(suite, "sat")
+    lines = (suite / "instances.csv").read_text() + "onnx/missing.onnx,vnnlib/sat.vnnlib,5\n"
+    (suite / "instances.csv").write_text(lines)
+    got = {}
+    for jobs in ("1", "2"):
+        code, stdout, err = run_cli(["bench", suite / "instances.csv", "--jobs", jobs, "--timeout", "3",
+                                     "--out", tmp_path / jobs, "--no-progress-bar", "--json"], capsys)
+        assert code == 2, err                       # the missing model is bad input
+        assert "missing.onnx" in err and "Traceback" not in err
+        obj = json.loads(stdout)
+        assert obj["wrong"] == 0 and obj["correct"] == 3
+        got[jobs] = [(r["onnx"], r["vnnlib"], r["result"], r["result_file"]) for r in read_rows(tmp_path / jobs / "results.csv")]
+    assert got["1"] == got["2"]
+    assert [g[2] for g in got["2"]] == ["sat", "unsat", "sat", "error"]
+    for g in got["2"][::2][:2]:                     # the sat files hold counterexamples that violate the spec
+        verdict, x, y = read_result(tmp_path / "2" / g[3])
+        assert verdict == "sat" and x.sum() >= 1.5 and y[0] >= 1.5
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGINT are POSIX")
+def test_bench_jobs_interrupt_ends_the_workers_at_once(suite, tmp_path):
+    """Ctrl-C during a --jobs run: exit 130 with one line, without waiting for the running instances (each
+    would falsify for 60 s here)."""
+    (suite / "instances.csv").write_text("onnx/net.onnx,vnnlib/safe.vnnlib,60\n" * 2)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "verify.cli", "bench", str(suite / "instances.csv"), "--jobs", "2",
+                             "--no-bab", "--attack-share", "1.0", "--out", str(tmp_path / "o"), "--no-progress-bar"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(6)  # the workers start (spawn, import torch) and take an instance each
+    t0 = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.perf_counter() - t0 < 10
+    assert err.strip().splitlines() == ["verify: interrupted"]
+
+
+def test_bench_jobs_must_be_positive(suite, tmp_path, capsys):
+    assert_one_line_error(*run_cli(["bench", suite / "instances.csv", "--jobs", "0", "--out", tmp_path / "o"],
+                                   capsys), "--jobs")
 
 
 def test_unreadable_csv(tmp_path, capsys):

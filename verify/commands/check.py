@@ -76,8 +76,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
     b = subparsers.add_parser("bench", help="run a VNN-COMP instance list (onnx,vnnlib,timeout)",
-                              description="Runs every instance in one process; writes DIR/results.csv and "
-                                          "result files; judges against expected.csv beside the list.")
+                              description="Runs every instance (in one process, or N at a time with --jobs N); "
+                                          "writes DIR/results.csv and result files; judges against "
+                                          "expected.csv beside the list.")
     b.add_argument("instances", help="instances.csv: rows onnx,vnnlib,timeout (paths relative to its folder)")
     b.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout by F")
     b.add_argument("--out", metavar="DIR", default=None, help="output folder (default bench-<benchmark name>)")
@@ -85,6 +86,9 @@ def register(subparsers) -> None:
     b.add_argument("--every", type=int, default=1, help="run every K-th instance (0, K, 2K, ...)")
     b.add_argument("--offset", type=int, default=0,
                    help="start at the N-th instance (with --every K: N, N+K, ...; shards a list over processes)")
+    b.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N instances at a time, each in its own worker process (default 1; --threads is "
+                        "then per process, default 1)")
     b.add_argument("--no-progress-bar", action="store_true", help="no tqdm bar on stderr")
     add_verification_options(b)
     b.set_defaults(func=run_bench)
@@ -227,6 +231,89 @@ def _run_instance(inst: Instance, settings: Settings, caches: _Caches):
     return res
 
 
+@dataclass
+class _Outcome:
+    """What one instance gave, in a form a worker process can send back: the verdict (`error` for bad
+    input or an internal error, with `message` the one line to print), and for `sat` the counterexample."""
+
+    verdict: str
+    time_s: float
+    domains: int = 0
+    x: Any = None
+    y: Any = None
+    note: str = ""
+    error: str | None = None  # "input" or "internal"
+    message: str = ""
+
+
+def _attempt(inst: Instance, settings: Settings, caches: _Caches) -> _Outcome:
+    """Run one instance; bad input and internal errors become an `error` outcome (one instance's failure
+    must not end the run)."""
+    t0 = time.perf_counter()
+    try:
+        res = _run_instance(inst, settings, caches)
+    except InputError as e:
+        return _Outcome("error", time.perf_counter() - t0, error="input", message=f"verify: error: {e}")
+    except Exception as e:  # noqa: BLE001
+        return _Outcome("error", time.perf_counter() - t0, error="internal",
+                        message=f"verify: internal error on {inst.onnx} {inst.vnnlib}: {type(e).__name__}: {e}")
+    return _Outcome(res.verdict, res.time_s, res.domains, res.x, res.y, res.note)
+
+
+_worker_caches: _Caches | None = None
+
+
+def _worker_init(threads: int | None) -> None:
+    """Set up a `--jobs` worker process: quiet warnings and torch threads as the CLI does, and its own
+    model/spec caches (a worker keeps them across the instances it runs)."""
+    import warnings
+
+    from verify.cli import configure_threads
+
+    global _worker_caches
+    warnings.filterwarnings("ignore")
+    configure_threads(threads)
+    _worker_caches = _Caches()
+
+
+def _worker_run(inst: Instance, settings: Settings) -> _Outcome:
+    return _attempt(inst, settings, _worker_caches if _worker_caches is not None else _Caches())
+
+
+def _outcomes(instances: list[Instance], settings_of, jobs: int, threads: int | None):
+    """(index, outcome) for every instance: in order in this process when `jobs` is 1, else as N worker
+    processes finish them. A worker that dies (killed, out of memory) fails its instances as internal
+    errors instead of ending the run."""
+    if jobs <= 1:
+        caches = _Caches()
+        for i, inst in enumerate(instances):
+            yield i, _attempt(inst, settings_of(inst), caches)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: a forked copy of a process that has started torch's thread pools can hang
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(instances)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    try:
+        futures = {pool.submit(_worker_run, inst, settings_of(inst)): i for i, inst in enumerate(instances)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as e:  # noqa: BLE001 - the worker process itself failed
+                outcome = _Outcome("error", 0.0, error="internal",
+                                   message=f"verify: internal error on {instances[i].onnx} {instances[i].vnnlib}: "
+                                           f"worker process failed: {type(e).__name__}: {e}")
+            yield i, outcome
+    except BaseException:  # an interrupt, or the caller stopped early: do not wait for running instances
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _write_rows(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
@@ -251,6 +338,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--timeout-scale must be positive, got {args.timeout_scale}")
     if args.offset < 0:
         raise InputError(f"--offset must be >= 0, got {args.offset}")
+    if args.jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     instances = read_instances(csv_path)[args.offset::args.every]
     if args.limit is not None:
         instances = instances[:max(args.limit, 0)]
@@ -261,41 +350,40 @@ def run_bench(args: argparse.Namespace) -> int:
     except OSError as e:
         raise InputError(f"{out}: cannot create output folder: {e.strerror or e}") from None
 
-    caches = _Caches()
-    rows, counts = [], {"correct": 0, "wrong": 0, "unsolved": 0, "not judged": 0}
+    done: dict[int, dict] = {}  # instance index -> its row (workers finish out of order)
+    counts = {"correct": 0, "wrong": 0, "unsolved": 0, "not judged": 0}
     verdicts: dict[str, int] = {}
     bad_input = internal = False
-    bar = tqdm(instances, file=sys.stderr, disable=args.no_progress_bar, unit="inst", dynamic_ncols=True)
-    for i, inst in enumerate(bar):
-        timeout = (args.timeout if args.timeout is not None else inst.timeout) * args.timeout_scale
-        settings = settings_from_args(args, timeout)
-        t0 = time.perf_counter()
-        try:
-            res = _run_instance(inst, settings, caches)
-            verdict, time_s, domains = res.verdict, res.time_s, res.domains
-            _note_to_stderr(res, args.verbose, prefix=f"{inst.onnx} {inst.vnnlib}: ")
-        except InputError as e:
-            bad_input, res = True, None
-            verdict, time_s, domains = "error", time.perf_counter() - t0, 0
-            bar.write(f"verify: error: {e}", file=sys.stderr)
-        except Exception as e:  # noqa: BLE001 - one instance's failure must not end the run
-            internal, res = True, None
-            verdict, time_s, domains = "error", time.perf_counter() - t0, 0
-            bar.write(f"verify: internal error on {inst.onnx} {inst.vnnlib}: {type(e).__name__}: {e}",
-                      file=sys.stderr)
+    bar = tqdm(total=len(instances), file=sys.stderr, disable=args.no_progress_bar, unit="inst", dynamic_ncols=True)
+
+    def settings_of(inst: Instance) -> Settings:
+        return settings_from_args(args, (args.timeout if args.timeout is not None else inst.timeout) * args.timeout_scale)
+
+    for i, oc in _outcomes(instances, settings_of, args.jobs, args.threads):
+        inst = instances[i]
+        if oc.error:
+            bad_input |= oc.error == "input"
+            internal |= oc.error == "internal"
+            bar.write(oc.message, file=sys.stderr)
+        else:
+            _note_to_stderr(oc, args.verbose, prefix=f"{inst.onnx} {inst.vnnlib}: ")
         name = _result_name(i, inst)
-        write_result(out / name, verdict, res.x if verdict == "sat" else None, res.y if verdict == "sat" else None)
+        sat = oc.verdict == "sat"
+        write_result(out / name, oc.verdict, oc.x if sat else None, oc.y if sat else None)
         exp = expected.get((inst.onnx, inst.vnnlib))
-        j = judge(verdict, exp)
+        j = judge(oc.verdict, exp)
         counts[j] += 1
-        verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        verdicts[oc.verdict] = verdicts.get(oc.verdict, 0) + 1
         if j == "wrong":
-            bar.write(f"verify: WRONG: {inst.onnx} {inst.vnnlib}: {verdict}, expected {exp}", file=sys.stderr)
-        rows.append({"onnx": inst.onnx, "vnnlib": inst.vnnlib, "result": verdict, "time_s": f"{time_s:.3f}",
-                     "result_file": name, "domains": domains, "expected": exp or "", "judged": j})
+            bar.write(f"verify: WRONG: {inst.onnx} {inst.vnnlib}: {oc.verdict}, expected {exp}", file=sys.stderr)
+        done[i] = {"onnx": inst.onnx, "vnnlib": inst.vnnlib, "result": oc.verdict, "time_s": f"{oc.time_s:.3f}",
+                   "result_file": name, "domains": oc.domains, "expected": exp or "", "judged": j}
+        bar.update(1)
         bar.set_postfix(ok=counts["correct"], wrong=counts["wrong"], unsolved=counts["unsolved"])
-        _write_rows(out / "results.csv", rows)  # after every instance: an interrupted run keeps its rows
+        # after every instance, in list order: an interrupted run keeps the rows it finished
+        _write_rows(out / "results.csv", [done[k] for k in sorted(done)])
     bar.close()
+    rows = [done[k] for k in sorted(done)]
     _write_rows(out / "results.csv", rows)
     seconds = time.perf_counter() - t_start
     summary = {"instances": len(rows), "verdicts": verdicts, "judged": expected != {}, **counts,
