@@ -154,6 +154,31 @@ def test_bench_jobs_interrupt_ends_the_workers_at_once(suite, tmp_path):
     assert err.strip().splitlines() == ["verify: interrupted"]
 
 
+def test_bench_jobs_a_dead_worker_fails_its_instances_and_the_run_goes_on(suite):
+    """Workers killed mid-instance (as the out-of-memory killer would): their instances come back as
+    internal errors naming the instance, at once, instead of hanging or ending the run."""
+    import multiprocessing
+
+    from verify.commands.check import _outcomes, read_instances
+    from verify.settings import Settings
+
+    (suite / "instances.csv").write_text("onnx/net.onnx,vnnlib/sat.vnnlib,20\n"
+                                         + "onnx/net.onnx,vnnlib/safe.vnnlib,60\n" * 2)
+    instances = read_instances(suite / "instances.csv")
+    gen = _outcomes(instances, lambda inst: Settings(no_bab=True, attack_share=1.0, timeout=inst.timeout), 2, 1)
+    first = next(gen)  # the sat one; the other worker is falsifying a 60 s instance
+    assert first[0] == 0 and first[1].verdict == "sat"
+    t0 = time.perf_counter()
+    for child in multiprocessing.active_children():  # the pool's two workers
+        child.kill()
+    rest = sorted(gen, key=lambda t: t[0])
+    assert time.perf_counter() - t0 < 10
+    assert [i for i, _ in rest] == [1, 2]
+    for i, oc in rest:
+        assert oc.verdict == "error" and oc.error == "internal"
+        assert "worker process failed" in oc.message and "safe.vnnlib" in oc.message
+
+
 def test_bench_jobs_must_be_positive(suite, tmp_path, capsys):
     assert_one_line_error(*run_cli(["bench", suite / "instances.csv", "--jobs", "0", "--out", tmp_path / "o"],
                                    capsys), "--jobs")
