@@ -184,6 +184,13 @@ def test_bench_jobs_must_be_positive(suite, tmp_path, capsys):
                                    capsys), "--jobs")
 
 
+def test_bench_jobs_with_nothing_selected_is_an_empty_run(suite, tmp_path, capsys):
+    code, stdout, err = run_cli(["bench", suite / "instances.csv", "--jobs", "2", "--limit", "0", "--json",
+                                 "--out", tmp_path / "o", "--no-progress-bar"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["instances"] == 0
+
+
 def test_unreadable_csv(tmp_path, capsys):
     assert_one_line_error(*run_cli(["bench", tmp_path / "none.csv", "--out", tmp_path / "o"], capsys), "none.csv")
     bad = tmp_path / "bad.csv"

@@ -284,7 +284,7 @@ def _outcomes(instances: list[Instance], settings_of, jobs: int, threads: int | 
     """(index, outcome) for every instance: in order in this process when `jobs` is 1, else as N worker
     processes finish them. A worker that dies (killed, out of memory) fails its instances as internal
     errors instead of ending the run."""
-    if jobs <= 1:
+    if jobs <= 1 or len(instances) <= 1:  # (no pool for an empty list or a single instance)
         caches = _Caches()
         for i, inst in enumerate(instances):
             yield i, _attempt(inst, settings_of(inst), caches)
