@@ -242,6 +242,18 @@ def _meets_splits(vs: dict, lo_c: dict, hi_c: dict, i: int) -> torch.Tensor:
     return inside
 
 
+def _sample_points(g, seed: int, n_patterns: int):
+    """For the refresh/polish containment tests: `n_patterns` random points of [-1, 1]^2 (whose ReLU patterns
+    define domains; none when 0) and then 50,000 sample points, with every value of the net at each:
+    (x0, xs, v0, vs), x0 and v0 None when `n_patterns` is 0."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(n_patterns, 2, generator=gen, dtype=torch.float64) * 2 - 1 if n_patterns else None
+    xs = torch.rand(50_000, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        v0 = g.forward(x0, return_all=True) if n_patterns else None
+        return x0, xs, v0, g.forward(xs, return_all=True)
+
+
 def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
     """bound_domains' refresh: for domains given by split signs of a random point's pattern, every sampled
     input of the box that meets the domain's signs has its intermediate values inside the refreshed bounds,
@@ -251,11 +263,7 @@ def test_refreshed_bounds_contain_every_sampled_point_of_the_domain():
 
     g, eng, L, U, C, root = _three_layer_root()
     relu_in = [n.inputs[0] for n in eng.nodes if n.op == "relu"]
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.rand(3, 2, generator=gen, dtype=torch.float64) * 2 - 1
-    xs = torch.rand(50_000, 2, generator=gen, dtype=torch.float64) * 2 - 1
-    with torch.no_grad():
-        v0, vs = g.forward(x0, return_all=True), g.forward(xs, return_all=True)
+    x0, xs, v0, vs = _sample_points(g, 0, 3)
     lo_c, hi_c = {}, {}
     for v in relu_in[:2]:  # split the first two layers' unstable neurons by each point's pattern
         l, u = root.bounds[v]
@@ -297,10 +305,7 @@ def test_inherited_refresh_skipping_upstream_values_contains_sampled_points():
     obj = Objective([(np.array([[1.0]]), np.array([0.0]))], torch.float64)
     nodes = split_candidates(eng)
     vals = [c.value for c in nodes]
-    gen = torch.Generator().manual_seed(1)
-    xs = torch.rand(50_000, 2, generator=gen, dtype=torch.float64) * 2 - 1
-    with torch.no_grad():
-        vs = g.forward(xs, return_all=True)
+    _, xs, _, vs = _sample_points(g, 1, 0)
 
     def unstable_pick(bounds, v, i):
         l, u = bounds[v][0].reshape(bounds[v][0].shape[0], -1), bounds[v][1].reshape(bounds[v][1].shape[0], -1)
@@ -484,11 +489,8 @@ def test_polished_bounds_hold_on_every_sampled_point_of_the_domain():
     obj = Objective([(np.array([[1.0]]), np.array([0.0]))], torch.float64)
     nodes = split_candidates(eng)
     vals = [c.value for c in nodes]
-    gen = torch.Generator().manual_seed(2)
-    x0 = torch.rand(4, 2, generator=gen, dtype=torch.float64) * 2 - 1
-    xs = torch.rand(50_000, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    x0, xs, v0, vs = _sample_points(g, 2, 4)
     with torch.no_grad():
-        v0, vs = g.forward(x0, return_all=True), g.forward(xs, return_all=True)
         ys = g.forward(xs).reshape(-1)
     lo_c, hi_c = {}, {}
     for k, v in enumerate(vals):  # the first layer split by each point's pattern, the others free
